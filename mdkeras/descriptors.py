@@ -1,0 +1,140 @@
+"""The occupancy-grid descriptor and its window force (SPEC §3–4).
+
+Around each target, the square window of side `W` is split into `n x n` cells of side `h = W/n`.
+`D[iy, ix]` counts the other particles with `ix = floor((d_x + W/2) / h)` and
+`iy = floor((d_y + W/2) / h)` in `[0, n)`, where `d = r_j - r_t` is the minimum-image displacement
+(rows follow +y, columns +x; cells are half-open). The label is the float64 force on the target
+from exactly the particles counted in `D`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mdkeras.errors import MdkerasError
+from mdkeras.potentials import check_potential, force_on_target
+
+MAX_COUNT = 255  # counts are stored as uint8; more is an error, not a wrap
+
+
+def check_window(window: float, grid: int, box: float | None = None) -> None:
+    """Validate the window side, grid size and (if given) that the window fits in the box."""
+    if not (isinstance(window, (int, float)) and math.isfinite(window) and window > 0):
+        raise MdkerasError(f"window={window!r} is not allowed: expected a window side > 0.")
+    if isinstance(grid, bool) or int(grid) != grid or grid < 2:
+        raise MdkerasError(f"grid={grid!r} is not allowed: expected an integer >= 2 cells a side.")
+    if box is not None and window >= box:
+        raise MdkerasError(
+            f"window={window!r} is not allowed for box side {box:.4g}: expected window < box; "
+            "use a smaller window or more particles (a larger box)."
+        )
+
+
+def window_pairs(positions: np.ndarray, box: float, targets: np.ndarray, window: float):
+    """All (target, neighbour) pairs whose neighbour lies in the target's window.
+
+    A cell list with cell side >= W/2 gives each target 9 candidate cells; the window test is
+    then exact. Returns `(t, d)`: `t` (P,) int64 index into `targets`, `d` (P, 2) float64
+    minimum-image displacements `r_j - r_t` with `-W/2 <= d < W/2` componentwise, target excluded.
+    """
+    half = 0.5 * window
+    n_particles = len(positions)
+    wrapped = np.mod(positions, box)
+    ncell = int(box // (half * (1.0 + 1e-9)))
+    if ncell >= 3:
+        side = box / ncell
+        cxy = np.minimum((wrapped // side).astype(np.int64), ncell - 1)
+        cell = cxy[:, 1] * ncell + cxy[:, 0]
+        order = np.argsort(cell, kind="stable")
+        count = np.bincount(cell, minlength=ncell * ncell)
+        start = np.concatenate(([0], np.cumsum(count)[:-1]))
+        shifts = np.array([(sx, sy) for sy in (-1, 0, 1) for sx in (-1, 0, 1)])
+        near = (cxy[targets][:, None, :] + shifts[None]) % ncell  # (T, 9, 2)
+        near = (near[..., 1] * ncell + near[..., 0]).ravel()  # (T*9,)
+        per = count[near]
+        slot = np.repeat(np.arange(near.size), per)
+        first = np.repeat(np.cumsum(per) - per, per)
+        j = order[np.repeat(start[near], per) + np.arange(slot.size) - first]
+        t = slot // 9
+    else:  # the window spans most of the box: every particle is a candidate
+        t = np.repeat(np.arange(len(targets)), n_particles)
+        j = np.tile(np.arange(n_particles), len(targets))
+    d = positions[j] - positions[targets[t]]
+    d -= box * np.round(d / box)
+    keep = (
+        (j != targets[t])
+        & (d[:, 0] >= -half)
+        & (d[:, 0] < half)
+        & (d[:, 1] >= -half)
+        & (d[:, 1] < half)
+    )
+    return t[keep], d[keep]
+
+
+def featurize(positions, box, targets, *, potential: str, window: float, grid: int):
+    """Occupancy grids and window forces for `targets` of one periodic configuration.
+
+    Args:
+        positions: `(N, 2)` particle coordinates (reduced units), any real values (wrapped).
+        box: side `B` of the periodic square box; must exceed `window`.
+        targets: `(T,)` indices into `positions`.
+        potential: `"lj"` or `"coulomb"`.
+        window: window side `W`; grid: cells a side `n` (>= 2).
+    Returns:
+        `(grids, forces)`: `(T, n, n)` uint8 counts `D[iy, ix]` and `(T, 2)` float64 forces
+        `(F_x, F_y)` on each target from exactly the counted particles.
+    """
+    check_potential(potential)
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.ndim != 2 or positions.shape[1] != 2:
+        raise MdkerasError(f"positions have shape {positions.shape}: expected (N, 2).")
+    if not np.all(np.isfinite(positions)):
+        raise MdkerasError("positions contain NaN or inf: expected finite coordinates.")
+    if not (isinstance(box, (int, float, np.floating)) and math.isfinite(box) and box > 0):
+        raise MdkerasError(f"box={box!r} is not allowed: expected a box side > 0.")
+    check_window(window, grid, float(box))
+    targets = np.asarray(targets)
+    if targets.ndim != 1 or not np.issubdtype(targets.dtype, np.integer):
+        raise MdkerasError(
+            f"targets must be a 1-D integer index array, got {targets.dtype} {targets.shape}."
+        )
+    bad = targets[(targets < 0) | (targets >= len(positions))]
+    if bad.size:
+        raise MdkerasError(
+            f"target index {int(bad[0])} is out of range: expected 0 <= index < {len(positions)}."
+        )
+    targets = targets.astype(np.int64)
+    n = int(grid)
+    t, d = window_pairs(positions, float(box), targets, float(window))
+    cells = window_cells(d, window, n)
+    flat = (t * n + cells[:, 1]) * n + cells[:, 0]
+    counts = np.bincount(flat, minlength=len(targets) * n * n)
+    if counts.size and counts.max() > MAX_COUNT:
+        raise MdkerasError(
+            f"a cell holds {int(counts.max())} particles: expected at most {MAX_COUNT} (uint8); "
+            "use a finer grid or a lower density."
+        )
+    grids = counts.astype(np.uint8).reshape(len(targets), n, n)
+    return grids, sum_forces(potential, t, d, len(targets))
+
+
+def window_cells(d: np.ndarray, window: float, grid: int) -> np.ndarray:
+    """Cell indices `(ix, iy)` (P, 2) int64 of in-window displacements `d` (P, 2)."""
+    h = window / grid
+    cells = np.floor((d + 0.5 * window) / h).astype(np.int64)
+    return np.clip(cells, 0, grid - 1)  # guards round-off at the upper edge only
+
+
+def sum_forces(potential: str, owner: np.ndarray, d: np.ndarray, size: int) -> np.ndarray:
+    """Sum the pair forces from displacements `d` (P, 2) into `size` targets by `owner` (P,)."""
+    f = force_on_target(potential, d)
+    if not np.all(np.isfinite(f)):
+        raise MdkerasError(
+            "a neighbour coincides with its target (distance 0): expected distinct positions."
+        )
+    out = np.empty((size, 2), dtype=np.float64)
+    out[:, 0] = np.bincount(owner, weights=f[:, 0], minlength=size)
+    out[:, 1] = np.bincount(owner, weights=f[:, 1], minlength=size)
+    return out

@@ -1,0 +1,165 @@
+"""Model builders: the paper's LeNet shapes and parameter count, AlexNet, heads, clear errors."""
+
+import keras
+import numpy as np
+import pytest
+
+from mdkeras.config import ARCHITECTURES, HEADS
+from mdkeras.errors import MdkerasError
+from mdkeras.models import ARCHITECTURE_BUILDERS, build_model, check_grid, min_grid
+
+K = 10
+
+
+def _conv(filters, kernel, in_channels):
+    return filters * (kernel * kernel * in_channels + 1)
+
+
+def _dense(units, inputs):
+    return units * (inputs + 1)
+
+
+# The paper's Fig. 2 for n = 28, one tower (by hand).
+LENET_TOWER_28 = _conv(20, 5, 1) + _conv(50, 5, 20) + _dense(500, 800) + _dense(K, 500)
+# AlexNet-style trunk for n = 28: 28 -> 14 -> 7 -> 3 after the three pools, 3·3·256 = 2304.
+ALEXNET_TOWER_28 = (
+    _conv(96, 5, 1)
+    + _conv(256, 3, 96)
+    + _conv(384, 3, 256)
+    + _conv(384, 3, 384)
+    + _conv(256, 3, 384)
+    + _dense(1024, 2304)
+    + _dense(1024, 1024)
+    + _dense(K, 1024)
+)
+
+
+def _tower_layers(model, prefix):
+    return [layer for layer in model.layers if layer.name.split("_")[0] == prefix]
+
+
+def test_registry_matches_config():
+    assert tuple(ARCHITECTURE_BUILDERS) == ARCHITECTURES
+    assert all(min_grid(a) == 16 for a in ARCHITECTURES)
+
+
+def test_lenet_paper_shapes_and_parameter_count():
+    model = build_model("lenet", 28)
+    assert model.inputs[0].name == "grid" and model.inputs[0].dtype == "float32"
+    assert tuple(model.inputs[0].shape) == (None, 28, 28, 1)
+    expected = [
+        ("conv1", (24, 24, 20)),
+        ("pool1", (12, 12, 20)),
+        ("conv2", (8, 8, 50)),
+        ("pool2", (4, 4, 50)),
+        ("flatten", (800,)),
+        ("dense1", (500,)),
+        (None, (10,)),
+    ]
+    for prefix in ("fx", "fy"):
+        tower = _tower_layers(model, prefix)
+        got = [(layer.name, tuple(layer.output.shape)[1:]) for layer in tower]
+        want = [(f"{prefix}_{n}" if n else prefix, s) for n, s in expected]
+        assert got == want
+    assert LENET_TOWER_28 == 431_080
+    print(f"lenet n=28 separate: {model.count_params():,d} parameters")
+    assert model.count_params() == 2 * LENET_TOWER_28
+    joint = build_model("lenet", 28, head="joint")
+    assert joint.count_params() == LENET_TOWER_28 - _dense(K, 500) + _dense(K * K, 500)
+
+
+def test_alexnet_parameter_count_matches_docstring():
+    assert ALEXNET_TOWER_28 == 6_741_706
+    model = build_model("alexnet", 28)
+    print(f"alexnet n=28 separate: {model.count_params():,d} parameters")
+    assert model.count_params() == 2 * ALEXNET_TOWER_28
+    names = [layer.name for layer in _tower_layers(model, "fx")]
+    assert [n for n in names if "conv" in n] == [f"fx_conv{i}" for i in range(1, 6)]
+    assert [n for n in names if "pool" in n] == ["fx_pool1", "fx_pool2", "fx_pool5"]
+    drops = [
+        layer for layer in _tower_layers(model, "fx") if isinstance(layer, keras.layers.Dropout)
+    ]
+    assert [d.rate for d in drops] == [0.5, 0.5]
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("grid", [16, 28, 56])
+def test_forward_pass_both_heads(architecture, grid):
+    x = np.random.default_rng(0).random((3, grid, grid, 1), dtype=np.float32)
+    for head, outputs in (("separate", {"fx": K, "fy": K}), ("joint", {"joint": K * K})):
+        model = build_model(architecture, grid, classes=K, head=head)
+        y = model(x, training=False)
+        assert set(y) == set(outputs)
+        for name, width in outputs.items():
+            probs = keras.ops.convert_to_numpy(y[name])
+            assert probs.shape == (3, width)
+            assert np.all(probs >= 0)
+            np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_fits_one_step_with_dict_labels(head):
+    model = build_model("lenet", 16, classes=3, head=head)
+    names = ["fx", "fy"] if head == "separate" else ["joint"]
+    model.compile(optimizer="adam", loss={n: "sparse_categorical_crossentropy" for n in names})
+    rng = np.random.default_rng(1)
+    x = rng.random((8, 16, 16, 1), dtype=np.float32)
+    y = {n: rng.integers(0, 3 if head == "separate" else 9, 8) for n in names}
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_small_grid_rejected(architecture):
+    with pytest.raises(MdkerasError) as err:
+        build_model(architecture, 12)
+    message = str(err.value)
+    assert "12" in message and "16" in message and architecture in message
+    assert "\n" not in message
+    with pytest.raises(MdkerasError, match="16"):
+        check_grid(architecture, 15)
+    check_grid(architecture, 16)
+    build_model(architecture, 17)  # odd sizes floor through the pools
+
+
+@pytest.mark.parametrize("bad", [28.0, "28", True])
+def test_non_integer_grid_rejected(bad):
+    with pytest.raises(MdkerasError, match="integer"):
+        check_grid("lenet", bad)
+
+
+def test_unknown_architecture_and_head_rejected():
+    with pytest.raises(MdkerasError) as err:
+        build_model("resnet", 28)
+    assert "'resnet'" in str(err.value)
+    assert all(f"'{a}'" in str(err.value) for a in ARCHITECTURES)
+    with pytest.raises(MdkerasError) as err:
+        min_grid("vgg")
+    assert "'vgg'" in str(err.value)
+    with pytest.raises(MdkerasError) as err:
+        build_model("lenet", 28, head="shared")
+    assert "'shared'" in str(err.value)
+    assert all(f"'{h}'" in str(err.value) for h in HEADS)
+
+
+@pytest.mark.parametrize("classes", [1, 0, 2.5, True])
+def test_bad_classes_rejected(classes):
+    with pytest.raises(MdkerasError, match="classes"):
+        build_model("lenet", 28, classes=classes)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_separate_towers_share_no_weights(architecture):
+    model = build_model(architecture, 16)
+    fx = {id(w) for layer in _tower_layers(model, "fx") for w in layer.weights}
+    fy = {id(w) for layer in _tower_layers(model, "fy") for w in layer.weights}
+    assert fx and fy and not fx & fy
+    assert fx | fy == {id(w) for w in model.weights}
+    if architecture == "lenet":  # changing one tower leaves the other's predictions alone
+        x = np.random.default_rng(2).random((4, 16, 16, 1), dtype=np.float32)
+        before = model.predict(x, verbose=0)
+        conv = model.get_layer("fx_conv1")
+        conv.set_weights([np.zeros_like(w) for w in conv.get_weights()])
+        after = model.predict(x, verbose=0)
+        np.testing.assert_array_equal(before["fy"], after["fy"])
+        assert not np.allclose(before["fx"], after["fx"])
