@@ -7,6 +7,7 @@ as one `error: ...` line on stderr. TensorFlow is imported only when a case actu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import sys
 import tempfile
@@ -18,7 +19,7 @@ from tabulate import tabulate
 from benchmarks import compare as compare_mod
 from benchmarks import records, registry
 from benchmarks import report as report_mod
-from mdkeras.config import SCALES, get_scale
+from mdkeras.config import HEADS, SCALES, get_scale
 from mdkeras.errors import MdkerasError
 
 PROG = "python -m benchmarks"
@@ -79,6 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip (case, seed) pairs that already have a valid record; retry failed",
     )
+    p.add_argument(
+        "--head",
+        choices=HEADS,
+        help="override every selected case's head (joint: one K*K-way network)",
+    )
+    p.add_argument(
+        "--augment",
+        action="store_true",
+        help="train with random D4 rotations/reflections (case name gains -d4)",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        metavar="N",
+        help="samples (train + test) instead of the scale's; the scale is named <scale>-s<N>",
+    )
     p.add_argument("--dry-run", action="store_true", help="show what would run or be skipped")
     p.add_argument("--cache-dir", type=Path, metavar="DIR", help="dataset cache for run_case")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-epoch progress")
@@ -124,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help=f"record directory or a summary.csv (default {default_out(DEFAULT_SCALE)})",
     )
+    p = sub.add_parser(
+        "perf",
+        help="speed benchmarks: featurize, pipeline, bayes (see `perf --help`)",
+        description="Speed benchmarks; arguments go to the perf command.",
+        add_help=False,
+    )
+    p.add_argument("perf_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -248,10 +272,29 @@ def _ensure_writable(out: Path) -> None:
         ) from None
 
 
+def run_variants(args, cases: list, scale):
+    """Apply `run`'s overrides (--head, --augment, --samples) to the selected cases and scale."""
+    changes = {}
+    if args.head:
+        changes["head"] = args.head
+    if args.augment:
+        changes["augment"] = True
+    cases = [dataclasses.replace(c, **changes) for c in cases] if changes else cases
+    if args.samples is not None:
+        if args.samples < 1000:
+            raise MdkerasError(
+                f"--samples {args.samples} is not allowed: expected an integer >= 1000 "
+                "(at least four configurations of 250 targets)."
+            )
+        scale = dataclasses.replace(
+            scale, name=f"{scale.name}-s{args.samples}", samples=args.samples
+        )
+    return cases, scale
+
+
 def _cmd_run(args) -> int:
-    scale = get_scale(args.scale)
     seeds = parse_seeds(args.seeds)
-    cases = select_cases(args)
+    cases, scale = run_variants(args, select_cases(args), get_scale(args.scale))
     out = args.out if args.out is not None else default_out(scale.name)
     plan = _plan(args, cases, scale, seeds, out)
     todo = [p for p in plan if p[0] != "skip"]
@@ -343,11 +386,21 @@ def _cmd_compare(args) -> int:
     return 0
 
 
-COMMANDS = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report, "compare": _cmd_compare}
+COMMANDS = {
+    "list": _cmd_list,
+    "run": _cmd_run,
+    "report": _cmd_report,
+    "compare": _cmd_compare,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` and run one command; returns the exit code (never raises for bad input)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["perf"]:  # the perf command parses its own arguments, --help included
+        from benchmarks import perf
+
+        return perf.main(argv[1:])
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)

@@ -32,15 +32,16 @@ def check_window(window: float, grid: int, box: float | None = None) -> None:
         )
 
 
-def window_pairs(positions: np.ndarray, box: float, targets: np.ndarray, window: float):
-    """All (target, neighbour) pairs whose neighbour lies in the target's window.
+def window_pairs(positions: np.ndarray, box: float, targets: np.ndarray, window: float, grid: int):
+    """All (target, neighbour) pairs whose neighbour falls in a cell of the target's window.
 
-    A cell list with cell side >= W/2 gives each target 9 candidate cells; the window test is
-    then exact. Returns `(t, d)`: `t` (P,) int64 index into `targets`, `d` (P, 2) float64
-    minimum-image displacements `r_j - r_t` with `-W/2 <= d < W/2` componentwise, target excluded.
+    A cell list with cell side >= W/2 gives each target 9 candidate cells; the cell test of
+    SPEC §3 then selects exactly the counted neighbours. Returns `(t, d, cells)`: `t` (P,) int64
+    index into `targets`, `d` (P, 2) float64 minimum-image displacements `r_j - r_t`, and
+    `cells` (P, 2) int64 `(ix, iy)` in `[0, n)`; the target itself is excluded.
     """
     half = 0.5 * window
-    n_particles = len(positions)
+    n_targets = len(targets)
     wrapped = np.mod(positions, box)
     ncell = int(box // (half * (1.0 + 1e-9)))
     if ncell >= 3:
@@ -49,28 +50,24 @@ def window_pairs(positions: np.ndarray, box: float, targets: np.ndarray, window:
         cell = cxy[:, 1] * ncell + cxy[:, 0]
         order = np.argsort(cell, kind="stable")
         count = np.bincount(cell, minlength=ncell * ncell)
-        start = np.concatenate(([0], np.cumsum(count)[:-1]))
-        shifts = np.array([(sx, sy) for sy in (-1, 0, 1) for sx in (-1, 0, 1)])
-        near = (cxy[targets][:, None, :] + shifts[None]) % ncell  # (T, 9, 2)
+        start = np.cumsum(count) - count
+        near = (cxy[targets][:, None, :] + _SHIFTS) % ncell  # (T, 9, 2)
         near = (near[..., 1] * ncell + near[..., 0]).ravel()  # (T*9,)
         per = count[near]
-        slot = np.repeat(np.arange(near.size), per)
-        first = np.repeat(np.cumsum(per) - per, per)
-        j = order[np.repeat(start[near], per) + np.arange(slot.size) - first]
-        t = slot // 9
+        base = start[near] - (np.cumsum(per) - per)  # order-offset of each candidate block
+        j = order[np.repeat(base, per) + np.arange(per.sum())]
+        t = np.repeat(np.arange(n_targets), per.reshape(n_targets, 9).sum(axis=1))
     else:  # the window spans most of the box: every particle is a candidate
-        t = np.repeat(np.arange(len(targets)), n_particles)
-        j = np.tile(np.arange(n_particles), len(targets))
-    d = positions[j] - positions[targets[t]]
+        t = np.repeat(np.arange(n_targets), len(positions))
+        j = np.tile(np.arange(len(positions)), n_targets)
+    d = positions[j] - positions[targets][t]
     d -= box * np.round(d / box)
-    keep = (
-        (j != targets[t])
-        & (d[:, 0] >= -half)
-        & (d[:, 0] < half)
-        & (d[:, 1] >= -half)
-        & (d[:, 1] < half)
-    )
-    return t[keep], d[keep]
+    cells = np.floor((d + half) / (window / grid)).astype(np.int64)
+    keep = (cells.astype(np.uint64) < grid).all(axis=1) & (j != targets[t])
+    return t[keep], d[keep], cells[keep]
+
+
+_SHIFTS = np.array([(sx, sy) for sy in (-1, 0, 1) for sx in (-1, 0, 1)])
 
 
 def featurize(positions, box, targets, *, potential: str, window: float, grid: int):
@@ -107,8 +104,7 @@ def featurize(positions, box, targets, *, potential: str, window: float, grid: i
         )
     targets = targets.astype(np.int64)
     n = int(grid)
-    t, d = window_pairs(positions, float(box), targets, float(window))
-    cells = window_cells(d, window, n)
+    t, d, cells = window_pairs(positions, float(box), targets, float(window), n)
     flat = (t * n + cells[:, 1]) * n + cells[:, 0]
     counts = np.bincount(flat, minlength=len(targets) * n * n)
     if counts.size and counts.max() > MAX_COUNT:
@@ -118,13 +114,6 @@ def featurize(positions, box, targets, *, potential: str, window: float, grid: i
         )
     grids = counts.astype(np.uint8).reshape(len(targets), n, n)
     return grids, sum_forces(potential, t, d, len(targets))
-
-
-def window_cells(d: np.ndarray, window: float, grid: int) -> np.ndarray:
-    """Cell indices `(ix, iy)` (P, 2) int64 of in-window displacements `d` (P, 2)."""
-    h = window / grid
-    cells = np.floor((d + 0.5 * window) / h).astype(np.int64)
-    return np.clip(cells, 0, grid - 1)  # guards round-off at the upper edge only
 
 
 def sum_forces(potential: str, owner: np.ndarray, d: np.ndarray, size: int) -> np.ndarray:

@@ -21,8 +21,7 @@ def encode(forces, *, f_max: float, classes: int) -> np.ndarray:
     Returns:
         int64 classes of `forces`' shape.
     """
-    if not (np.isfinite(f_max) and f_max > 0):
-        raise MdkerasError(f"f_max={f_max!r} is not allowed: expected a finite number > 0.")
+    _check_f_max(f_max)
     _check_classes(classes)
     forces = np.asarray(forces, dtype=np.float64)
     with np.errstate(invalid="ignore"):
@@ -37,6 +36,7 @@ class PaperEncoder:
     name = "paper"
 
     def __init__(self, f_max: float, classes: int):
+        _check_f_max(f_max)
         _check_classes(classes)
         self.f_max = float(f_max)
         self.classes = int(classes)
@@ -125,6 +125,11 @@ def make_encoder(name: str, *, classes: int, f_max: float | None = None):
 def _decode(values: np.ndarray, classes) -> np.ndarray:
     classes = np.asarray(classes, dtype=np.int64)
     return np.stack([values[classes[..., 0], 0], values[classes[..., 1], 1]], axis=-1)
+
+
+def _check_f_max(f_max) -> None:
+    if not (np.isfinite(f_max) and f_max > 0):
+        raise MdkerasError(f"f_max={f_max!r} is not allowed: expected a finite number > 0.")
 
 
 def _check_classes(classes) -> None:

@@ -30,6 +30,21 @@ def check_potential(potential: str) -> str:
     return potential
 
 
+def force_over_r(potential: str, r2):
+    """`f(r) / r` as a function of `r^2`, without square roots or powers where possible.
+
+    Lennard-Jones: `48 r^-14 - 24 r^-8 = s^4 (48 s^3 - 24)` with `s = 1/r^2`;
+    Coulomb: `r^-3 = s^(3/2)`. The one definition behind `pair_force` and `force_on_target`.
+    """
+    check_potential(potential)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        s = 1.0 / np.asarray(r2, dtype=np.float64)
+        if potential == "lj":
+            s3 = s * s * s
+            return s * s3 * (48.0 * s3 - 24.0)
+        return s * np.sqrt(s)
+
+
 def pair_force(potential: str, r):
     """Pair force magnitude `f(r) = -U'(r)` (positive = repulsive).
 
@@ -39,14 +54,8 @@ def pair_force(potential: str, r):
     Returns:
         float64 array of `r`'s shape (a float for a scalar), reduced force units (epsilon/sigma).
     """
-    check_potential(potential)
     r = np.asarray(r, dtype=np.float64)
-    with np.errstate(divide="ignore", over="ignore"):
-        if potential == "lj":
-            inv7 = r**-7.0
-            f = 48.0 * r**-13.0 - 24.0 * inv7
-        else:
-            f = r**-2.0
+    f = r * force_over_r(potential, r * r)
     return f[()] if f.ndim == 0 else f
 
 
@@ -67,7 +76,6 @@ def force_on_target(potential: str, d):
         `(..., 2)` float64 forces `-f(|d|) d / |d|`, one per neighbour (sum them yourself).
     """
     d = np.asarray(d, dtype=np.float64)
-    r = np.sqrt(np.einsum("...i,...i->...", d, d))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scale = -pair_force(potential, r) / r
-    return d * scale[..., None]
+    r2 = d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]
+    with np.errstate(invalid="ignore"):  # d = 0 gives NaN; callers reject it in one line
+        return d * -force_over_r(potential, r2)[..., None]

@@ -10,8 +10,16 @@ from pathlib import Path
 
 
 def git_commit() -> str | None:
-    """The commit of the checkout this package runs from (with `-dirty` if modified), or None."""
-    root = Path(__file__).resolve().parent.parent
+    """The commit of the checkout the package's source lives in (with `-dirty` if modified), else
+    of the working directory's checkout (an installed package run from the repository), or None."""
+    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        commit = _git_commit_at(root)
+        if commit:
+            return commit
+    return None
+
+
+def _git_commit_at(root: Path) -> str | None:
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10

@@ -69,19 +69,17 @@ def run_case(
     *,
     cache_dir=None,
     verbose: int = 1,
-    samples: int | None = None,
     deterministic: bool = True,
 ) -> dict:
     """Build or load the dataset, train, evaluate, compute the baselines; return the record.
 
     The dataset, the initial weights, the shuffling and the augmentation all derive from `seed`.
-    `samples` overrides the scale's sample count (train + test).
     """
     if isinstance(seed, bool) or int(seed) != seed or seed < 0:
         raise MdkerasError(f"seed={seed!r} is not allowed: expected an integer >= 0.")
     check_grid(case.architecture, case.grid)
     wall0 = time.perf_counter()
-    n_samples = scale.samples if samples is None else int(samples)
+    n_samples = scale.samples
     spec = DatasetSpec(case.potential, case.density, case.window, case.grid, n_samples, seed)
     data = load_or_build(spec, cache_dir=cache_dir, progress=verbose > 0)
     dataset_seconds = time.perf_counter() - wall0

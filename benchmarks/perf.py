@@ -1,0 +1,460 @@
+"""`python -m benchmarks perf`: how fast featurization, the training input pipeline and the Bayes
+limit run, against a reference for each.
+
+- `featurize`: `mdkeras.featurize` vs a straightforward `scipy.spatial.cKDTree` implementation on
+  the same pre-generated configurations (only featurization is timed; best of 3), checked to agree.
+- `pipeline`: `model.fit` throughput (LeNet, separate head, batch 128, the training compile
+  settings) on the `make_dataset` tf.data pipeline vs the same data as in-memory arrays;
+  interleaved epochs, median of repeats.
+- `bayes`: `bayes_limit` on 2,000 test descriptors x 256 draws for the two paper settings.
+
+Speed targets are printed as met / NOT met; a missed target never changes the exit code. Exit 1
+only if the two featurizations disagree; 2 for bad input. TensorFlow is imported only by
+`pipeline`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tabulate import tabulate
+
+from mdkeras.descriptors import featurize
+from mdkeras.encoding import make_encoder
+from mdkeras.errors import MdkerasError
+from mdkeras.metrics import bayes_limit
+from mdkeras.potentials import f_max, force_on_target
+from mdkeras.provenance import cpu_name
+from mdkeras.sampling import uniform_configuration
+
+PROG = "python -m benchmarks perf"
+WHATS = ("featurize", "pipeline", "bayes")
+
+# The paper's two settings (SPEC): (potential, density, window, grid).
+PAPER_SETTINGS = (("lj", 0.5, 8.0, 28), ("coulomb", 0.5, 5.0, 28))
+PARTICLES = 2_000
+TARGETS_PER_CONFIG = 250
+
+FEATURIZE_CONFIGS = 200  # x 250 targets = 50,000
+FEATURIZE_REPEATS = 3
+FEATURIZE_SECONDS_TARGET = 1.0  # for 50,000 targets, scaled with the target count
+FEATURIZE_SPEEDUP_TARGET = 3.0  # vs cKDTree
+
+PIPELINE_SAMPLES = 20_000
+PIPELINE_REPEATS = 5
+PIPELINE_BATCH = 128
+PIPELINE_OVERHEAD_TARGET = 5.0  # percent
+
+BAYES_SAMPLES = 2_000
+BAYES_DRAWS = 256
+
+QUICK = 10  # --quick divides sizes by this
+
+SEED = 0
+
+
+def _progress(message: str) -> None:
+    print(f"perf: {message}", file=sys.stderr, flush=True)
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+# --- the cKDTree reference ---------------------------------------------------------------------
+
+
+def kdtree_featurize(positions, box, targets, *, potential: str, window: float, grid: int):
+    """Occupancy grids and window forces the way a user would write them with `cKDTree`.
+
+    A periodic tree (`boxsize=box`), one `query_ball_point` in the max norm around every target,
+    then the exact half-open window test on the minimum-image displacements, `bincount` for the
+    grid and `force_on_target` summed per target. Same outputs as `mdkeras.featurize`.
+    """
+    from scipy.spatial import cKDTree
+
+    positions = np.asarray(positions, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.int64)
+    half = 0.5 * window
+    n = int(grid)
+    wrapped = np.mod(positions, box)
+    wrapped[wrapped >= box] = 0.0  # np.mod can round a tiny negative up to `box`
+    tree = cKDTree(wrapped, boxsize=box)
+    # A hair over W/2 so round-off in the tree's periodic distance never drops an edge pair;
+    # the window test below is the exact one.
+    found = tree.query_ball_point(
+        wrapped[targets], r=half * (1.0 + 1e-9), p=np.inf, return_sorted=False
+    )
+    lengths = np.fromiter(map(len, found), dtype=np.int64, count=len(found))
+    j = np.fromiter((i for hits in found for i in hits), dtype=np.int64, count=int(lengths.sum()))
+    t = np.repeat(np.arange(len(targets)), lengths)
+    d = positions[j] - positions[targets[t]]
+    d -= box * np.round(d / box)
+    keep = (
+        (j != targets[t])
+        & (d[:, 0] >= -half) & (d[:, 0] < half) & (d[:, 1] >= -half) & (d[:, 1] < half)
+    )
+    t, d = t[keep], d[keep]
+    cells = np.clip(np.floor((d + half) / (window / n)).astype(np.int64), 0, n - 1)
+    counts = np.bincount((t * n + cells[:, 1]) * n + cells[:, 0], minlength=len(targets) * n * n)
+    grids = counts.astype(np.uint8).reshape(len(targets), n, n)
+    f = force_on_target(potential, d)
+    forces = np.stack(
+        [np.bincount(t, weights=f[:, c], minlength=len(targets)) for c in (0, 1)], axis=1
+    )
+    return grids, forces
+
+
+def _relative_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest `|a - b| / max(|a|, |b|)` over the elements (0 where both are 0)."""
+    scale = np.maximum(np.abs(a), np.abs(b))
+    rel = np.abs(a - b) / np.where(scale > 0, scale, 1.0)
+    return float(np.max(rel, initial=0.0))
+
+
+# --- featurize ---------------------------------------------------------------------------------
+
+
+def bench_featurize(quick: bool) -> tuple[dict, bool]:
+    """Time both featurizations on the same configurations; returns (measurements, agree)."""
+    potential, density, window, grid = PAPER_SETTINGS[0]
+    n_configs = FEATURIZE_CONFIGS // QUICK if quick else FEATURIZE_CONFIGS
+    n_targets = n_configs * TARGETS_PER_CONFIG
+    _progress(f"featurize: generating {n_configs} configurations of {PARTICLES} particles")
+    rng = np.random.default_rng(SEED)
+    configs = [
+        uniform_configuration(rng, PARTICLES, density, TARGETS_PER_CONFIG) for _ in range(n_configs)
+    ]
+    impls = {
+        "mdkeras.featurize": featurize,
+        "scipy cKDTree": kdtree_featurize,
+    }
+    seconds = {name: [] for name in impls}
+    outputs = {}
+    for r in range(FEATURIZE_REPEATS):  # interleaved, best of the repeats
+        for name, fn in impls.items():
+            t0 = time.perf_counter()
+            out = [
+                fn(pos, box, tg, potential=potential, window=window, grid=grid)
+                for pos, box, tg in configs
+            ]
+            seconds[name].append(time.perf_counter() - t0)
+            outputs[name] = out
+            _progress(
+                f"featurize: {name} repeat {r + 1}/{FEATURIZE_REPEATS}: "
+                f"{seconds[name][-1]:.3f} s for {n_targets:,} targets"
+            )
+    ours, ref = outputs["mdkeras.featurize"], outputs["scipy cKDTree"]
+    pairs = list(zip(ours, ref, strict=True))
+    grids_equal = all(np.array_equal(a[0], b[0]) for a, b in pairs)
+    forces_close = all(np.allclose(a[1], b[1], rtol=1e-9) for a, b in pairs)
+    max_force_diff = max(_relative_difference(a[1], b[1]) for a, b in pairs)
+    best = {name: min(s) for name, s in seconds.items()}
+    speedup = best["scipy cKDTree"] / best["mdkeras.featurize"]
+    limit = FEATURIZE_SECONDS_TARGET * n_targets / 50_000
+    result = {
+        "potential": potential, "density": density, "window": window, "grid": grid,
+        "particles": PARTICLES, "configurations": n_configs, "targets": n_targets,
+        "repeats": FEATURIZE_REPEATS,
+        "seconds": seconds,
+        "best_seconds": best,
+        "targets_per_second": {name: n_targets / s for name, s in best.items()},
+        "speedup_vs_ckdtree": speedup,
+        "grids_identical": grids_equal,
+        "forces_allclose_rtol_1e-9": forces_close,
+        "max_relative_force_difference": max_force_diff,
+        "target_seconds": limit,
+        "target_seconds_met": best["mdkeras.featurize"] <= limit,
+        "target_speedup": FEATURIZE_SPEEDUP_TARGET,
+        "target_speedup_met": speedup >= FEATURIZE_SPEEDUP_TARGET,
+    }
+    rows = [
+        [name, best[name], n_targets / best[name], best[name] / best["mdkeras.featurize"]]
+        for name in impls
+    ]
+    print(
+        f"\nfeaturize: {n_targets:,} targets ({n_configs} configurations x {TARGETS_PER_CONFIG}, "
+        f"N={PARTICLES}, {potential} rho={density:g} W={window:g} n={grid}), "
+        f"best of {FEATURIZE_REPEATS}"
+    )
+    print(
+        tabulate(
+            rows,
+            headers=["implementation", "seconds", "targets/s", "time vs mdkeras"],
+            floatfmt=("", ".3f", ",.0f", ".2f"),
+        )
+    )
+    print(
+        f"agreement: grids identical: {'yes' if grids_equal else 'NO'}; forces allclose "
+        f"(rtol 1e-9): {'yes' if forces_close else 'NO'} (max relative difference "
+        f"{max_force_diff:.2g})"
+    )
+    print(
+        f"target: mdkeras <= {limit:g} s for {n_targets:,} targets: "
+        f"{_met(result['target_seconds_met'])} ({best['mdkeras.featurize']:.3f} s)"
+    )
+    print(
+        f"target: mdkeras >= {FEATURIZE_SPEEDUP_TARGET:g}x faster than cKDTree: "
+        f"{_met(result['target_speedup_met'])} ({speedup:.2f}x)"
+    )
+    return result, grids_equal and forces_close
+
+
+# --- pipeline ----------------------------------------------------------------------------------
+
+
+def bench_pipeline(quick: bool, repeats: int) -> dict:
+    """`model.fit` samples/s on the tf.data pipeline vs in-memory arrays, interleaved epochs."""
+    import keras
+    import tensorflow as tf
+
+    from mdkeras.datasets import DatasetSpec, generate
+    from mdkeras.models import build_model
+    from mdkeras.pipeline import make_dataset
+    from mdkeras.training import LEARNING_RATE
+
+    potential, density, window, grid = PAPER_SETTINGS[0]
+    samples = PIPELINE_SAMPLES // QUICK if quick else PIPELINE_SAMPLES
+    _progress(f"pipeline: generating {samples:,} samples ({potential} W={window:g} n={grid})")
+    data = generate(DatasetSpec(potential, density, window, grid, samples, SEED), progress=False)
+    encoder = make_encoder("paper", classes=10, f_max=f_max(potential, window / grid))
+    classes = encoder.fit(data.forces).encode(data.forces).astype(np.int32)
+    labels = {"fx": classes[:, 0], "fy": classes[:, 1]}
+    x = data.grids.astype(np.float32)[..., None]
+
+    tf.config.experimental.enable_op_determinism()  # as `run_case(deterministic=True)`
+
+    def compiled_model():
+        keras.utils.set_random_seed(SEED)  # both models start from the same weights
+        model = build_model("lenet", grid, 10, "separate")
+        model.compile(
+            optimizer=keras.optimizers.Adam(LEARNING_RATE),
+            loss={name: "sparse_categorical_crossentropy" for name in model.output_names},
+            metrics={name: ["accuracy"] for name in model.output_names},
+            jit_compile=False,
+        )
+        return model
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds = time.perf_counter() - self.t0
+
+    ds = make_dataset(data.grids, labels, batch_size=PIPELINE_BATCH, shuffle_seed=SEED)
+    fits = {
+        # shuffle=False: the dataset shuffles itself (Keras ignores `shuffle` for a dataset)
+        "tf.data (make_dataset)": lambda m, cb: m.fit(
+            ds, epochs=1, shuffle=False, callbacks=[cb], verbose=0
+        ),
+        "in-memory arrays": lambda m, cb: m.fit(
+            x, labels, batch_size=PIPELINE_BATCH, shuffle=True, epochs=1, callbacks=[cb],
+            verbose=0,
+        ),
+    }
+    models = {name: compiled_model() for name in fits}
+    epoch_s = {name: [] for name in fits}
+    fit_s = {name: [] for name in fits}
+    for r in range(-1, repeats):  # r = -1: the warm-up epoch of each, not counted
+        for name, fit in fits.items():
+            timer = EpochTimer()
+            t0 = time.perf_counter()
+            fit(models[name], timer)
+            wall = time.perf_counter() - t0
+            what = "warm-up" if r < 0 else f"repeat {r + 1}/{repeats}"
+            _progress(f"pipeline: {name} {what}: epoch {timer.seconds:.2f} s (fit {wall:.2f} s)")
+            if r >= 0:
+                epoch_s[name].append(timer.seconds)
+                fit_s[name].append(wall)
+    keras.backend.clear_session()
+
+    median = {name: statistics.median(s) for name, s in epoch_s.items()}
+    rate = {name: samples / s for name, s in median.items()}
+    pipe, mem = "tf.data (make_dataset)", "in-memory arrays"
+    overhead = (median[pipe] / median[mem] - 1.0) * 100.0
+    result = {
+        "potential": potential, "window": window, "grid": grid, "architecture": "lenet",
+        "head": "separate", "batch_size": PIPELINE_BATCH, "samples": samples,
+        "repeats": repeats, "deterministic_ops": True, "jit_compile": False,
+        "epoch_seconds": epoch_s,
+        "fit_seconds": fit_s,
+        "median_epoch_seconds": median,
+        "samples_per_second": rate,
+        "pipeline_overhead_percent": overhead,
+        "target_overhead_percent": PIPELINE_OVERHEAD_TARGET,
+        "target_overhead_met": overhead <= PIPELINE_OVERHEAD_TARGET,
+    }
+    print(
+        f"\npipeline: model.fit, LeNet separate head, n={grid}, batch {PIPELINE_BATCH}, "
+        f"{samples:,} samples; median epoch of {repeats} interleaved repeats (after a warm-up)"
+    )
+    rows = [
+        [
+            name, median[name], min(epoch_s[name]), max(epoch_s[name]), rate[name],
+            statistics.median(fit_s[name]),
+        ]
+        for name in fits
+    ]
+    print(
+        tabulate(
+            rows,
+            headers=["input", "median epoch s", "min s", "max s", "samples/s", "median fit() s"],
+            floatfmt=("", ".2f", ".2f", ".2f", ",.0f", ".2f"),
+        )
+    )
+    print("(fit() s: the whole one-epoch model.fit call, including its per-call setup)")
+    print(
+        f"target: tf.data overhead vs in-memory <= {PIPELINE_OVERHEAD_TARGET:g} %: "
+        f"{_met(result['target_overhead_met'])} ({overhead:+.1f} %)"
+    )
+    return result
+
+
+# --- bayes -------------------------------------------------------------------------------------
+
+
+def _descriptors(rng, count: int, density: float, *, potential: str, window: float, grid: int):
+    """`count` (grids, forces) from fresh uniform configurations drawn with `rng`."""
+    grids, forces = [], []
+    while sum(len(g) for g in grids) < count:
+        pos, box, tg = uniform_configuration(rng, PARTICLES, density, TARGETS_PER_CONFIG)
+        g, f = featurize(pos, box, tg, potential=potential, window=window, grid=grid)
+        grids.append(g)
+        forces.append(f)
+    return np.concatenate(grids)[:count], np.concatenate(forces)[:count]
+
+
+def bench_bayes(quick: bool) -> dict:
+    """Time `bayes_limit` for both paper settings on held-out descriptors."""
+    samples = BAYES_SAMPLES // QUICK if quick else BAYES_SAMPLES
+    result = {"samples": samples, "draws": BAYES_DRAWS, "settings": []}
+    rows = []
+    for potential, density, window, grid in PAPER_SETTINGS:
+        rng = np.random.default_rng(SEED)
+        setting = {"potential": potential, "window": window, "grid": grid}
+        _progress(f"bayes: {potential} W={window:g} n={grid}: featurizing descriptors")
+        _, train_forces = _descriptors(rng, max(samples, 1_000), density, **setting)
+        grids, forces = _descriptors(rng, samples, density, **setting)
+        encoder = make_encoder("paper", classes=10, f_max=f_max(potential, window / grid))
+        encoder.fit(train_forces)
+        t0 = time.perf_counter()
+        p, se = bayes_limit(
+            grids, encoder.encode(forces), encoder, potential=potential, window=window,
+            draws=BAYES_DRAWS, seed=SEED,
+        )
+        seconds = time.perf_counter() - t0
+        _progress(f"bayes: {potential}: {seconds:.3f} s, estimate {p:.4f} ± {se:.4f}")
+        label = f"{potential} rho={density:g} W={window:g} n={grid}"
+        result["settings"].append(
+            {"setting": label, "potential": potential, "density": density, "window": window,
+             "grid": grid, "seconds": seconds, "bayes_limit": p, "standard_error": se}
+        )
+        rows.append([label, samples, BAYES_DRAWS, seconds, f"{p:.4f} ± {se:.4f}"])
+    print(f"\nbayes: bayes_limit on {samples:,} test descriptors x {BAYES_DRAWS} draws")
+    print(
+        tabulate(
+            rows,
+            headers=["setting", "descriptors", "draws", "seconds", "estimate ± se"],
+            floatfmt=("", "", "", ".3f", ""),
+        )
+    )
+    return result
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Time featurization, the training input pipeline and the Bayes limit "
+        "against references; print a table each.",
+    )
+    parser.add_argument(
+        "what", nargs="*", metavar="WHAT",
+        help=f"what to time, any of {', '.join(WHATS)} (default: all)",
+    )
+    parser.add_argument("--quick", action="store_true", help="~10x smaller sizes (for tests)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, metavar="R",
+        help=f"pipeline: timed epochs per input (default {PIPELINE_REPEATS}; 1 with --quick)",
+    )
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write all measurements")
+    return parser
+
+
+def machine() -> dict:
+    import scipy
+
+    return {
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected benchmarks, print a table each; 0 ok, 1 disagreement, 2 bad input."""
+    try:
+        args = build_parser().parse_args(argv)
+        unknown = [w for w in args.what if w not in WHATS]
+        if unknown:
+            raise _UsageError(
+                f"unknown benchmark {unknown[0]!r}: expected any of {', '.join(WHATS)}"
+            )
+        repeats = args.repeats
+        if repeats is None:
+            repeats = 1 if args.quick else PIPELINE_REPEATS
+        if repeats < 1:
+            raise _UsageError(f"--repeats {repeats} is not allowed: expected an integer >= 1")
+        selected = [w for w in WHATS if w in args.what] if args.what else list(WHATS)
+        results: dict = {"quick": args.quick, "machine": machine()}
+        code = 0
+        for what in selected:
+            if what == "featurize":
+                results["featurize"], agree = bench_featurize(args.quick)
+                if not agree:
+                    print("error: mdkeras.featurize and cKDTree disagree", file=sys.stderr)
+                    code = 1
+            elif what == "pipeline":
+                results["pipeline"] = bench_pipeline(args.quick, repeats)
+            else:
+                results["bayes"] = bench_bayes(args.quick)
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+            _progress(f"wrote {args.json}")
+        return code
+    except SystemExit as e:  # --help
+        return e.code if isinstance(e.code, int) else 0
+    except (_UsageError, MdkerasError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
