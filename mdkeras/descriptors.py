@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from mdkeras.errors import MdkerasError
-from mdkeras.potentials import check_potential, force_on_target
+from mdkeras.potentials import check_potential, force_over_r
 
 MAX_COUNT = 255  # counts are stored as uint8; more is an error, not a wrap
 
@@ -35,39 +35,48 @@ def check_window(window: float, grid: int, box: float | None = None) -> None:
 def window_pairs(positions: np.ndarray, box: float, targets: np.ndarray, window: float, grid: int):
     """All (target, neighbour) pairs whose neighbour falls in a cell of the target's window.
 
-    A cell list with cell side >= W/2 gives each target 9 candidate cells; the cell test of
-    SPEC §3 then selects exactly the counted neighbours. Returns `(t, d, cells)`: `t` (P,) int64
-    index into `targets`, `d` (P, 2) float64 minimum-image displacements `r_j - r_t`, and
-    `cells` (P, 2) int64 `(ix, iy)` in `[0, n)`; the target itself is excluded.
+    A cell list with cell side >= W/4 gives each target its 5 x 5 block of candidate cells; the
+    cell test of SPEC §3 on the minimum-image displacement then selects exactly the counted
+    neighbours. Returns `(t, dx, dy, ix, iy)`, one entry per pair: `t` int64 index into
+    `targets`, float64 displacements `r_j - r_t`, int64 cell indices in `[0, n)`.
     """
-    half = 0.5 * window
     n_targets = len(targets)
-    wrapped = np.mod(positions, box)
-    ncell = int(box // (half * (1.0 + 1e-9)))
-    if ncell >= 3:
-        side = box / ncell
-        cxy = np.minimum((wrapped // side).astype(np.int64), ncell - 1)
+    span = 2  # cells of side >= W/(2 span) on each side of the target's cell cover the window
+    ncell = int(box // (0.5 * window / span * (1.0 + 1e-9)))
+    px, py = positions[:, 0], positions[:, 1]
+    if ncell > 2 * span:
+        cxy = np.floor(positions * (ncell / box)).astype(np.int64) % ncell
         cell = cxy[:, 1] * ncell + cxy[:, 0]
-        order = np.argsort(cell, kind="stable")
+        order = np.argsort(cell)
         count = np.bincount(cell, minlength=ncell * ncell)
         start = np.cumsum(count) - count
-        near = (cxy[targets][:, None, :] + _SHIFTS) % ncell  # (T, 9, 2)
-        near = (near[..., 1] * ncell + near[..., 0]).ravel()  # (T*9,)
+        wrap = np.arange(-span, ncell + span) % ncell  # wrap[c + span] = c mod ncell
+        tc = cxy[targets] + span
+        near = (wrap[tc[:, 1:2] + _BLOCK[:, 1]] * ncell + wrap[tc[:, 0:1] + _BLOCK[:, 0]]).ravel()
         per = count[near]
-        base = start[near] - (np.cumsum(per) - per)  # order-offset of each candidate block
+        base = start[near] - (np.cumsum(per) - per)  # where each block starts in `order`
         j = order[np.repeat(base, per) + np.arange(per.sum())]
-        t = np.repeat(np.arange(n_targets), per.reshape(n_targets, 9).sum(axis=1))
+        per_target = per.reshape(n_targets, -1).sum(axis=1)
     else:  # the window spans most of the box: every particle is a candidate
-        t = np.repeat(np.arange(n_targets), len(positions))
         j = np.tile(np.arange(len(positions)), n_targets)
-    d = positions[j] - positions[targets][t]
+        per_target = np.full(n_targets, len(positions))
+    tj = np.repeat(targets, per_target)
+    dx = _minimum_image(px[j] - np.repeat(px[targets], per_target), box)
+    dy = _minimum_image(py[j] - np.repeat(py[targets], per_target), box)
+    h = window / grid
+    ix = np.floor((dx + 0.5 * window) / h).astype(np.int64)
+    iy = np.floor((dy + 0.5 * window) / h).astype(np.int64)
+    keep = (ix.view(np.uint64) < grid) & (iy.view(np.uint64) < grid) & (j != tj)
+    t = np.repeat(np.arange(n_targets), per_target)[keep]
+    return t, dx[keep], dy[keep], ix[keep], iy[keep]
+
+
+_BLOCK = np.array([(sx, sy) for sy in range(-2, 3) for sx in range(-2, 3)])
+
+
+def _minimum_image(d: np.ndarray, box: float) -> np.ndarray:
     d -= box * np.round(d / box)
-    cells = np.floor((d + half) / (window / grid)).astype(np.int64)
-    keep = (cells.astype(np.uint64) < grid).all(axis=1) & (j != targets[t])
-    return t[keep], d[keep], cells[keep]
-
-
-_SHIFTS = np.array([(sx, sy) for sy in (-1, 0, 1) for sx in (-1, 0, 1)])
+    return d
 
 
 def featurize(positions, box, targets, *, potential: str, window: float, grid: int):
@@ -104,8 +113,8 @@ def featurize(positions, box, targets, *, potential: str, window: float, grid: i
         )
     targets = targets.astype(np.int64)
     n = int(grid)
-    t, d, cells = window_pairs(positions, float(box), targets, float(window), n)
-    flat = (t * n + cells[:, 1]) * n + cells[:, 0]
+    t, dx, dy, ix, iy = window_pairs(positions, float(box), targets, float(window), n)
+    flat = (t * n + iy) * n + ix
     counts = np.bincount(flat, minlength=len(targets) * n * n)
     if counts.size and counts.max() > MAX_COUNT:
         raise MdkerasError(
@@ -113,17 +122,17 @@ def featurize(positions, box, targets, *, potential: str, window: float, grid: i
             "use a finer grid or a lower density."
         )
     grids = counts.astype(np.uint8).reshape(len(targets), n, n)
-    return grids, sum_forces(potential, t, d, len(targets))
+    return grids, sum_forces(potential, t, dx, dy, len(targets))
 
 
-def sum_forces(potential: str, owner: np.ndarray, d: np.ndarray, size: int) -> np.ndarray:
-    """Sum the pair forces from displacements `d` (P, 2) into `size` targets by `owner` (P,)."""
-    f = force_on_target(potential, d)
-    if not np.all(np.isfinite(f)):
+def sum_forces(potential: str, owner: np.ndarray, dx, dy, size: int) -> np.ndarray:
+    """Sum the pair forces from displacements `(dx, dy)` (P,) into `size` targets by `owner`."""
+    g = force_over_r(potential, dx * dx + dy * dy)
+    if not np.all(np.isfinite(g)):
         raise MdkerasError(
             "a neighbour coincides with its target (distance 0): expected distinct positions."
         )
     out = np.empty((size, 2), dtype=np.float64)
-    out[:, 0] = np.bincount(owner, weights=f[:, 0], minlength=size)
-    out[:, 1] = np.bincount(owner, weights=f[:, 1], minlength=size)
+    out[:, 0] = np.bincount(owner, weights=-g * dx, minlength=size)
+    out[:, 1] = np.bincount(owner, weights=-g * dy, minlength=size)
     return out

@@ -91,10 +91,12 @@ def bayes_limit(
         s, iy, ix = np.nonzero(g)
         reps = g[s, iy, ix].astype(np.int64)
         owner = np.repeat(s, reps)  # one entry per counted neighbour
-        corner = np.stack([np.repeat(ix, reps), np.repeat(iy, reps)], axis=1) * h - 0.5 * window
-        d = corner[None] + rng.random((draws, len(owner), 2)) * h  # (M, P, 2)
+        x0 = np.repeat(ix, reps) * h - 0.5 * window  # lower-left corner of each one's cell
+        y0 = np.repeat(iy, reps) * h - 0.5 * window
+        dx = (x0 + h * rng.random((draws, len(owner)))).ravel()  # (M * P,)
+        dy = (y0 + h * rng.random((draws, len(owner)))).ravel()
         slot = (np.arange(draws)[:, None] * len(g) + owner[None]).ravel()
-        f = sum_forces(potential, slot, d.reshape(-1, 2), draws * len(g)).reshape(draws, len(g), 2)
+        f = sum_forces(potential, slot, dx, dy, draws * len(g)).reshape(draws, len(g), 2)
         votes = joint_index(encoder.encode(f), k)  # (M, chunk)
         tally = np.zeros((len(g), k * k), dtype=np.int64)
         np.add.at(tally, (np.broadcast_to(np.arange(len(g)), votes.shape), votes), 1)
