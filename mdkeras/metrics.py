@@ -34,6 +34,11 @@ def classification_metrics(true: np.ndarray, pred: np.ndarray) -> dict[str, floa
     }
 
 
+def confusion_matrix(true: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    """`(K, K)` counts, rows the true class, columns the predicted one, of one component."""
+    return np.bincount(np.asarray(true) * k + np.asarray(pred), minlength=k * k).reshape(k, k)
+
+
 def force_mae(encoder, pred: np.ndarray, true_forces: np.ndarray) -> float:
     """Mean absolute error of the decoded forces against the true float64 forces (both
     components)."""

@@ -23,6 +23,7 @@ from mdkeras.metrics import (
     bayes_limit,
     cell_centre_forces,
     classification_metrics,
+    confusion_matrix,
     force_mae,
     joint_index,
     majority,
@@ -199,6 +200,14 @@ def run_case(
         "best_epoch": best_epoch,
         "terminated_on_nan": any(not math.isfinite(h["loss"]) for h in history),
         "history": history,
+        "confusion": {  # [true class][predicted class] counts on the test split
+            axis: confusion_matrix(classes["test"][:, c], pred[:, c], case.classes).tolist()
+            for c, axis in enumerate(("x", "y"))
+        },
+        "class_histogram": {  # training-split class counts per component
+            axis: np.bincount(classes["train"][:, c], minlength=case.classes).tolist()
+            for c, axis in enumerate(("x", "y"))
+        },
         "encoder": encoder.state(),
         "parameters": int(model.count_params()),
         "dataset_key": spec.key(),

@@ -132,3 +132,10 @@ def test_bayes_limit_is_seeded():
     a = bayes_limit(grids, labels, enc, potential="lj", window=window, seed=7)
     b = bayes_limit(grids, labels, enc, potential="lj", window=window, seed=7)
     assert a == b
+
+
+def test_confusion_matrix_rows_are_true_classes():
+    from mdkeras.metrics import confusion_matrix
+
+    m = confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), 3)
+    assert m.tolist() == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]

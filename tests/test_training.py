@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from mdkeras.config import SCALES, Case
@@ -49,6 +50,10 @@ def test_record_is_complete_and_json_serialisable(smoke_records):
     for key in ("git_commit", "tensorflow", "keras", "numpy", "device", "timestamp"):
         assert key in rec["provenance"]
     assert rec["timing"]["samples_per_second"] > 0
+    for axis, acc in (("x", "accuracy_x"), ("y", "accuracy_y")):
+        m = np.array(rec["confusion"][axis])
+        assert m.sum() == 500 and np.trace(m) / 500 == pytest.approx(rec["metrics"][acc])
+        assert sum(rec["class_histogram"][axis]) == 1250
 
 
 def test_joint_head_with_augmentation_and_quantile_encoding_trains(tmp_path):
