@@ -17,7 +17,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from benchmarks import compare as compare_mod
-from benchmarks import records, registry
+from benchmarks import executors, records, registry
 from benchmarks import report as report_mod
 from mdkeras.config import HEADS, SCALES, get_scale
 from mdkeras.errors import MdkerasError
@@ -99,6 +99,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show what would run or be skipped")
     p.add_argument("--cache-dir", type=Path, metavar="DIR", help="dataset cache for run_case")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-epoch progress")
+    g = p.add_argument_group("executors (where each (case, seed) runs)")
+    g.add_argument(
+        "--executor",
+        choices=executors.EXECUTORS,
+        default="local",
+        help="local: a fresh worker process per (case, seed) on this machine (default); "
+        "ray: one Ray task per (case, seed) on a Ray cluster",
+    )
+    g.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="local: run N at once (default: 1, or one per visible GPU); "
+        "with GPUs each job gets one GPU via CUDA_VISIBLE_DEVICES",
+    )
+    g.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="ray: the cluster to use (e.g. auto, or HOST:6379); default: start a local one",
+    )
+    g = p.add_argument_group("speed (GPU) options")
+    g.add_argument(
+        "--no-determinism",
+        action="store_true",
+        help="do not enable TensorFlow op determinism (required by --mixed-precision, --xla)",
+    )
+    g.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="train with the mixed_float16 policy (needs --no-determinism)",
+    )
+    g.add_argument(
+        "--xla", action="store_true", help="compile the model with XLA (needs --no-determinism)"
+    )
 
     p = sub.add_parser(
         "report",
@@ -141,13 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help=f"record directory or a summary.csv (default {default_out(DEFAULT_SCALE)})",
     )
-    p = sub.add_parser(
-        "perf",
-        help="speed benchmarks: featurize, pipeline, bayes (see `perf --help`)",
-        description="Speed benchmarks; arguments go to the perf command.",
-        add_help=False,
-    )
-    p.add_argument("perf_args", nargs=argparse.REMAINDER)
+    # Listed for --help; `main` hands their arguments to their own modules.
+    for name, text in (
+        ("perf", "speed benchmarks: featurize, pipeline, bayes"),
+        ("plot", "PNG figures from a record directory"),
+        ("recover", "recover the pair force f(r) from the data and plot it against the truth"),
+    ):
+        sub.add_parser(name, help=f"{text} (see `{name} --help`)", add_help=False)
     return parser
 
 
@@ -242,7 +276,8 @@ def _training():
         return importlib.import_module("mdkeras.training")
     except ImportError as e:
         raise MdkerasError(
-            f"cannot import mdkeras.training ({e}): expected TensorFlow and Keras installed."
+            f"cannot import mdkeras.training ({e}): expected mdkeras and its dependencies "
+            "(TensorFlow, Keras, tqdm) installed; run pip install -e ."
         ) from None
 
 
@@ -294,6 +329,7 @@ def run_variants(args, cases: list, scale):
 
 def _cmd_run(args) -> int:
     seeds = parse_seeds(args.seeds)
+    executors.check_options(args)
     cases, scale = run_variants(args, select_cases(args), get_scale(args.scale))
     out = args.out if args.out is not None else default_out(scale.name)
     plan = _plan(args, cases, scale, seeds, out)
@@ -312,37 +348,32 @@ def _cmd_run(args) -> int:
     skipped = len(plan) - len(todo)
     if skipped:
         print(f"skipping {skipped} (case, seed) with a valid record in {out}", file=sys.stderr)
-    training = _training() if todo else None
     failed = 0
     start = time.monotonic()
-    for k, (_, case, seed, path) in enumerate(todo, 1):
-        elapsed = time.monotonic() - start
-        eta = f", ~{format_duration(elapsed / (k - 1) * (len(todo) - k + 1))} left" if k > 1 else ""
-        tag = f"[{k}/{len(todo)}] {case.name} seed={seed}"
-        print(f"{tag} ... elapsed {format_duration(elapsed)}{eta}", file=sys.stderr, flush=True)
-        t0 = time.monotonic()
-        try:
-            record = training.run_case(
-                case, scale, seed, cache_dir=args.cache_dir, verbose=0 if args.quiet else 1
-            )
-            records.write_record(path, record)
-        except Exception as e:  # one bad case must not stop the suite
-            failed += 1
-            record = records.failed_record(case, scale, seed, e, training.RECORD_FORMAT_VERSION)
-            records.write_record(path, record)
-            print(
-                f"{tag} FAILED after {format_duration(time.monotonic() - t0)}: {record['error']}",
-                file=sys.stderr,
-                flush=True,
-            )
-        else:
-            joint = (record.get("metrics") or {}).get("joint_accuracy")
-            shown = f"joint_accuracy={joint:.3f}" if isinstance(joint, float) else "done"
-            print(
-                f"{tag} {shown} in {format_duration(time.monotonic() - t0)}",
-                file=sys.stderr,
-                flush=True,
-            )
+    if todo:
+        training = _training()
+        kwargs = executors.run_kwargs(args, training)
+        jobs = [
+            executors.Job(k, case, seed, path) for k, (_, case, seed, path) in enumerate(todo, 1)
+        ]
+        executor = executors.make_executor(
+            args.executor,
+            jobs=args.jobs,
+            address=args.address,
+            training=training,
+            total=len(jobs),
+            quiet=args.quiet,
+        )
+        if executor.capacity > 1:
+            jobs = executors.schedule(jobs)
+        failed = executors.run_jobs(
+            jobs,
+            executor,
+            scale=scale,
+            kwargs=kwargs,
+            format_version=training.RECORD_FORMAT_VERSION,
+            format_duration=format_duration,
+        )
 
     total = format_duration(time.monotonic() - start)
     print(
@@ -394,13 +425,15 @@ COMMANDS = {
 }
 
 
+# Commands in modules of their own, which parse their own arguments.
+OWN_PARSERS = {"perf": "perf", "plot": "plots", "recover": "recover"}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` and run one command; returns the exit code (never raises for bad input)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["perf"]:  # the perf command parses its own arguments, --help included
-        from benchmarks import perf
-
-        return perf.main(argv[1:])
+    if argv[:1] and argv[0] in OWN_PARSERS:  # these parse their own arguments, --help included
+        return importlib.import_module(f"benchmarks.{OWN_PARSERS[argv[0]]}").main(argv[1:])
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
+from benchmarks.cmdline import Parser, UsageError, guarded
 from mdkeras.descriptors import featurize
 from mdkeras.encoding import make_encoder
-from mdkeras.errors import MdkerasError
 from mdkeras.metrics import bayes_limit
 from mdkeras.potentials import f_max, force_on_target
 from mdkeras.provenance import cpu_name
@@ -373,17 +373,8 @@ def bench_bayes(quick: bool) -> dict:
 # --- CLI ---------------------------------------------------------------------------------------
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise _UsageError(f"{message} (see `{self.prog} --help`)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog=PROG,
         description="Time featurization, the training input pipeline and the Bayes limit "
         "against references; print a table each.",
@@ -415,45 +406,39 @@ def machine() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the selected benchmarks, print a table each; 0 ok, 1 disagreement, 2 bad input."""
-    try:
-        args = build_parser().parse_args(argv)
-        unknown = [w for w in args.what if w not in WHATS]
-        if unknown:
-            raise _UsageError(
-                f"unknown benchmark {unknown[0]!r}: expected any of {', '.join(WHATS)}"
-            )
-        repeats = args.repeats
-        if repeats is None:
-            repeats = 1 if args.quick else PIPELINE_REPEATS
-        if repeats < 1:
-            raise _UsageError(f"--repeats {repeats} is not allowed: expected an integer >= 1")
-        selected = [w for w in WHATS if w in args.what] if args.what else list(WHATS)
-        results: dict = {"quick": args.quick, "machine": machine()}
-        code = 0
-        for what in selected:
-            if what == "featurize":
-                results["featurize"], agree = bench_featurize(args.quick)
-                if not agree:
-                    print("error: mdkeras.featurize and cKDTree disagree", file=sys.stderr)
-                    code = 1
-            elif what == "pipeline":
-                results["pipeline"] = bench_pipeline(args.quick, repeats)
-            else:
-                results["bayes"] = bench_bayes(args.quick)
-        if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(results, indent=2) + "\n")
-            _progress(f"wrote {args.json}")
-        return code
-    except SystemExit as e:  # --help
-        return e.code if isinstance(e.code, int) else 0
-    except (_UsageError, MdkerasError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        where = f": {e.filename}" if e.filename else ""
-        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
-        return 2
+    return guarded(lambda: _main(argv))
+
+
+def _main(argv) -> int:
+    args = build_parser().parse_args(argv)
+    unknown = [w for w in args.what if w not in WHATS]
+    if unknown:
+        raise UsageError(
+            f"unknown benchmark {unknown[0]!r}: expected any of {', '.join(WHATS)}"
+        )
+    repeats = args.repeats
+    if repeats is None:
+        repeats = 1 if args.quick else PIPELINE_REPEATS
+    if repeats < 1:
+        raise UsageError(f"--repeats {repeats} is not allowed: expected an integer >= 1")
+    selected = [w for w in WHATS if w in args.what] if args.what else list(WHATS)
+    results: dict = {"quick": args.quick, "machine": machine()}
+    code = 0
+    for what in selected:
+        if what == "featurize":
+            results["featurize"], agree = bench_featurize(args.quick)
+            if not agree:
+                print("error: mdkeras.featurize and cKDTree disagree", file=sys.stderr)
+                code = 1
+        elif what == "pipeline":
+            results["pipeline"] = bench_pipeline(args.quick, repeats)
+        else:
+            results["bayes"] = bench_bayes(args.quick)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        _progress(f"wrote {args.json}")
+    return code
 
 
 if __name__ == "__main__":

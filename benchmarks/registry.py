@@ -25,7 +25,7 @@ PHYSICS = (
     ("coulomb", 2.0, 5.0),
 )
 GRIDS = (16, 28, 56)
-ARCHITECTURES = ("lenet", "alexnet")
+ARCHITECTURES = ("lenet", "alexnet", "forcemap")
 ENCODINGS = ("paper", "quantile")
 
 # The CI accuracy gate: both potentials, both encodings, a non-28 grid, LeNet only.

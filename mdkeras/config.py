@@ -14,7 +14,7 @@ from mdkeras.errors import MdkerasError
 from mdkeras.potentials import check_potential
 
 SAMPLERS = ("uniform",)
-ARCHITECTURES = ("lenet", "alexnet")
+ARCHITECTURES = ("lenet", "alexnet", "forcemap")
 HEADS = ("separate", "joint")
 PAPER_REFERENCE = 0.71  # the paper's best joint-class accuracy
 

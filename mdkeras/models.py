@@ -1,4 +1,6 @@
-"""Keras 3 CNNs that map an `(n, n, 1)` grid of neighbour counts to force-component classes.
+"""Keras 3 models that map an `(n, n, 1)` grid of neighbour counts to force-component classes:
+the paper's LeNet, an AlexNet-style CNN, and `forcemap` (a linear D4-symmetric force map with
+log-parametrised weights, a signed log readout and a small MLP; see `forcemap_trunk`).
 
 `build_model(architecture, grid, classes, head)` returns an uncompiled `keras.Model` with one
 input `"grid"` and either two K-way softmax outputs `"fx"`, `"fy"` (the paper's `separate` head:
@@ -12,10 +14,12 @@ import numbers
 from collections.abc import Callable
 
 import keras
-from keras import layers
+import numpy as np
+from keras import layers, ops
 
 from mdkeras.config import HEADS
 from mdkeras.errors import MdkerasError
+from mdkeras.symmetry import MATRICES, transform_grids
 
 
 def lenet_trunk(x, grid: int, prefix: str):
@@ -72,12 +76,189 @@ def alexnet_trunk(x, grid: int, prefix: str):
     return layers.Dropout(0.5, name=f"{prefix}_drop2")(x)
 
 
+FORCEMAP_VECTOR_CHANNELS = 4  # D4-equivariant force maps (2 outputs each: x and y)
+FORCEMAP_SCALAR_CHANNELS = 2  # D4-invariant maps (1 output each)
+FORCEMAP_LOG_SCALE = 16.0  # s in a * exp(s * b): one Adam step (~1e-3) moves |w| by ~1.6 %
+FORCEMAP_GAINS = tuple(10.0**k for k in range(-10, 3))  # asinh(g z) readouts, 1e-10 .. 1e2
+FORCEMAP_HIDDEN = (128, 64)
+FORCEMAP_SIGN_SCALE = 10.0  # a = 10 a_raw: signs settle ~10x faster than a plain weight
+FORCEMAP_INIT_A = 0.005  # small initial |a|, so a few steps set the signs from the data
+
+
+def d4_orbit_maps(grid: int):
+    """How a D4-symmetric kernel on an `n x n` grid is built from one cell per orbit.
+
+    The fundamental domain is the cells with centre `0 <= y <= x`; `reps` lists them (flat
+    indices `iy * n + ix`). A vector kernel `K[c] = mean over g with g^-1(c) in the domain of
+    M_g R[g^-1(c)]` (`mdkeras.symmetry`: `T_g` moves cells, `M_g` rotates vectors) is
+    symmetric: a neighbour in cell `g(c)` exerts `M_g K[c]`. Returns
+    `(reps (R,), vec_index (n², 2, 8), vec_coef (n², 2, 8), scal_index (n²,))`: vector kernel
+    component `i` of cell `c` is `sum_m vec_coef[c, i, m] * P[vec_index[c, i, m]]` with `P` the
+    `(2R,)` parameters `(rep, component)` flattened; a scalar kernel is `S[scal_index[c]]`.
+    """
+    n = int(grid)
+    centre = np.arange(n) + 0.5 - 0.5 * n  # in cells
+    cx, cy = np.meshgrid(centre, centre, indexing="xy")
+    domain = ((cx >= 0) & (cy >= 0) & (cy <= cx)).ravel()
+    reps = np.flatnonzero(domain)
+    slot = np.full(n * n, -1)
+    slot[reps] = np.arange(len(reps))
+    cells = np.arange(n * n).reshape(n, n)
+    vec_index = np.zeros((n * n, 2, 8), dtype=np.int64)
+    vec_coef = np.zeros((n * n, 2, 8))
+    scal_index = np.zeros(n * n, dtype=np.int64)
+    count = np.zeros(n * n)
+    for g in range(8):
+        src = transform_grids(cells, g).ravel()  # T_g(D)[c] = D[src[c]]
+        hit = slot[src] >= 0
+        count += hit
+        scal_index[hit] = slot[src[hit]]
+        for i in range(2):
+            j = int(np.flatnonzero(MATRICES[g][i])[0])  # M_g is a signed permutation
+            vec_index[hit, i, g] = 2 * slot[src[hit]] + j
+            vec_coef[hit, i, g] = MATRICES[g][i, j]
+    vec_coef /= count[:, None, None]
+    return reps, vec_index, vec_coef, scal_index
+
+
+@keras.saving.register_keras_serializable(package="mdkeras")
+class ForceMap(layers.Layer):
+    """Linear D4-symmetric maps of the flattened grid, weights `10 a * exp(s * b)`, no bias.
+
+    `vector_channels` equivariant maps (each gives an `(x, y)` pair that rotates with the grid,
+    like the window force `sum_c X[c] k[c]`) and `scalar_channels` invariant ones, one weight
+    pair per D4 orbit of cells. The sign and an O(1) factor live in `a`, the order of magnitude
+    in `b` (`s = 16`): Adam's roughly constant step in `b` is a constant *relative* step in the
+    weight (and the factor 10 lets the signs settle within a few steps), so
+    cells a few apart can end up 10^10 apart (the LJ kernel spans ~1e8 beside the target to
+    ~1e-3 at the window's edge). `s * b` is clipped to [-60, 60] to stay finite in float32.
+    Input `(B, n²)` counts; output `(B, 2 * vector_channels + scalar_channels)`.
+    """
+
+    def __init__(
+        self,
+        grid: int,
+        vector_channels: int = FORCEMAP_VECTOR_CHANNELS,
+        scalar_channels: int = FORCEMAP_SCALAR_CHANNELS,
+        log_scale: float = FORCEMAP_LOG_SCALE,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.grid = int(grid)
+        self.vector_channels = int(vector_channels)
+        self.scalar_channels = int(scalar_channels)
+        self.log_scale = float(log_scale)
+        reps, vec_index, vec_coef, scal_index = d4_orbit_maps(self.grid)
+        self._orbits = len(reps)
+        self._vec_index = vec_index
+        self._vec_coef = vec_coef.astype(np.float32)
+        self._scal_index = scal_index
+
+    def build(self, input_shape):
+        small = keras.initializers.RandomNormal(stddev=FORCEMAP_INIT_A / FORCEMAP_SIGN_SCALE)
+        shapes = {"v": 2 * self._orbits, "s": self._orbits}
+        channels = {"v": self.vector_channels, "s": self.scalar_channels}
+        for kind in ("v", "s"):
+            shape = (shapes[kind], channels[kind])
+            setattr(
+                self, f"a_{kind}", self.add_weight(name=f"a_{kind}", shape=shape, initializer=small)
+            )
+            setattr(
+                self,
+                f"b_{kind}",
+                self.add_weight(name=f"b_{kind}", shape=shape, initializer="zeros"),
+            )
+
+    def _weights(self, a, b):
+        return FORCEMAP_SIGN_SCALE * a * ops.exp(ops.clip(self.log_scale * b, -60.0, 60.0))
+
+    def kernels(self):
+        """`(vector (n², 2, Cv), scalar (n², Cs))` kernels as tensors."""
+        pv = self._weights(self.a_v, self.b_v)  # (2R, Cv)
+        gathered = ops.take(pv, ops.convert_to_tensor(self._vec_index), axis=0)  # (n², 2, 8, Cv)
+        vec = ops.sum(gathered * ops.convert_to_tensor(self._vec_coef)[..., None], axis=2)
+        ps = self._weights(self.a_s, self.b_s)  # (R, Cs)
+        scal = ops.take(ps, ops.convert_to_tensor(self._scal_index), axis=0)
+        return vec, scal
+
+    def call(self, x):
+        vec, scal = self.kernels()
+        n2 = self.grid * self.grid
+        kernel = ops.concatenate([ops.reshape(vec, (n2, 2 * self.vector_channels)), scal], -1)
+        return ops.matmul(x, kernel)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 2 * self.vector_channels + self.scalar_channels)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "grid": self.grid,
+            "vector_channels": self.vector_channels,
+            "scalar_channels": self.scalar_channels,
+            "log_scale": self.log_scale,
+        }
+
+
+@keras.saving.register_keras_serializable(package="mdkeras")
+class AsinhBank(layers.Layer):
+    """`asinh(g z)` for every gain `g` of `gains`: `(B, C) -> (B, C * len(gains))`.
+
+    asinh keeps the sign, is linear for `|g z| < 1` and logarithmic beyond, so the bank reads a
+    signed quantity at every order of magnitude the gains cover: the MLP after it can put a class
+    boundary at `|z| ~ 1e8` and still see the sign of `z ~ 0.1`.
+    """
+
+    def __init__(self, gains=FORCEMAP_GAINS, **kwargs):
+        super().__init__(**kwargs)
+        self.gains = tuple(float(g) for g in gains)
+
+    def call(self, z):
+        return ops.concatenate([ops.arcsinh(z * g) for g in self.gains], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] * len(self.gains))
+
+    def get_config(self):
+        return {**super().get_config(), "gains": list(self.gains)}
+
+
+def forcemap_trunk(x, grid: int, prefix: str):
+    """A linear full-window force map, a signed log readout, then a small MLP.
+
+    The physics (`mdkeras.recovery`): given the counts, the window force is linear in the grid,
+    `E[F | X] = sum_c X[c] k[c]`, with a D4-symmetric kernel spanning many orders of magnitude,
+    and the `paper` classes are bins of the signed force at multiples of `2 f_max / K`. So:
+
+    - flatten -> `ForceMap`: 4 equivariant vector maps + 2 invariant scalar maps, one weight
+      `10 a exp(16 b)` per D4 orbit of cells, no bias -> 10 outputs;
+    - `AsinhBank`: `asinh(g z)` at 13 gains 1e-10 .. 1e2 -> 130 features;
+    - Dense 128 ReLU -> Dense 64 ReLU.
+
+    Parameters for n = 28 (105 orbits), per tower with the K = 10 head: ForceMap 2 * (210 * 4 +
+    105 * 2) = 2,100, dense1 16,768, dense2 8,256, head 650: 27,774. Raw counts in; any n works,
+    `MIN_GRID` keeps 16 like the CNNs.
+    """
+    check_grid("forcemap", grid)
+    x = layers.Flatten(name=f"{prefix}_flatten")(x)
+    z = ForceMap(grid, name=f"{prefix}_forcemap")(x)
+    x = AsinhBank(name=f"{prefix}_asinh")(z)
+    for i, units in enumerate(FORCEMAP_HIDDEN, 1):
+        x = layers.Dense(units, activation="relu", name=f"{prefix}_dense{i}")(x)
+    return x
+
+
 # Trunk builders `(x, grid, prefix) -> features before the final Dense K`.
-ARCHITECTURE_BUILDERS: dict[str, Callable] = {"lenet": lenet_trunk, "alexnet": alexnet_trunk}
+ARCHITECTURE_BUILDERS: dict[str, Callable] = {
+    "lenet": lenet_trunk,
+    "alexnet": alexnet_trunk,
+    "forcemap": forcemap_trunk,
+}
 
 # LeNet's two valid 5×5 convolutions and two 2×2 pools need n >= 16 (16 -> 12 -> 6 -> 2 -> 1).
-# AlexNet (same padding, three pools) shares the floor so both run on the same grids.
-MIN_GRID = {"lenet": 16, "alexnet": 16}
+# AlexNet (same padding, three pools) and forcemap (any n) share the floor so all three run on
+# the same grids.
+MIN_GRID = {"lenet": 16, "alexnet": 16, "forcemap": 16}
 
 
 def _check_architecture(architecture: str) -> None:
@@ -132,11 +313,15 @@ def build_model(
     inputs = keras.Input(shape=(grid, grid, 1), dtype="float32", name="grid")
     if head == "separate":
         outputs = {
-            name: layers.Dense(classes, activation="softmax", name=name)(trunk(inputs, grid, name))
+            name: layers.Dense(classes, activation="softmax", dtype="float32", name=name)(
+                trunk(inputs, grid, name)
+            )
             for name in ("fx", "fy")
         }
     else:
         features = trunk(inputs, grid, "joint")
-        joint = layers.Dense(classes * classes, activation="softmax", name="joint")(features)
+        joint = layers.Dense(
+            classes * classes, activation="softmax", dtype="float32", name="joint"
+        )(features)
         outputs = {"joint": joint}  # a dict too, so training code handles both heads alike
     return keras.Model(inputs, outputs, name=f"{architecture}_{head}")

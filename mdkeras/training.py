@@ -71,6 +71,8 @@ def run_case(
     cache_dir=None,
     verbose: int = 1,
     deterministic: bool = True,
+    mixed_precision: bool = False,
+    xla: bool = False,
 ) -> dict:
     """Build or load the dataset, train, evaluate, compute the baselines; return the record.
 
@@ -78,6 +80,11 @@ def run_case(
     """
     if isinstance(seed, bool) or int(seed) != seed or seed < 0:
         raise MdkerasError(f"seed={seed!r} is not allowed: expected an integer >= 0.")
+    if deterministic and (mixed_precision or xla):
+        raise MdkerasError(
+            "mixed precision and XLA are not deterministic: pass deterministic=False "
+            "(--no-determinism) to use them."
+        )
     check_grid(case.architecture, case.grid)
     wall0 = time.perf_counter()
     n_samples = scale.samples
@@ -112,12 +119,18 @@ def run_case(
     val_ds = make_dataset(grids["val"], head_labels(case, classes["val"]), batch_size=512)
     test_ds = make_dataset(grids["test"], head_labels(case, classes["test"]), batch_size=512)
 
-    model = build_model(case.architecture, case.grid, case.classes, case.head)
+    policy = keras.mixed_precision.dtype_policy()
+    if mixed_precision:
+        keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        model = build_model(case.architecture, case.grid, case.classes, case.head)
+    finally:
+        keras.mixed_precision.set_dtype_policy(policy)
     model.compile(
         optimizer=keras.optimizers.Adam(LEARNING_RATE),
         loss={name: "sparse_categorical_crossentropy" for name in model.output_names},
         metrics={name: ["accuracy"] for name in model.output_names},
-        jit_compile=False if deterministic else "auto",  # no deterministic XLA MaxPool grad
+        jit_compile=bool(xla),  # off by default: XLA has no deterministic MaxPool gradient
     )
     recorder = EpochRecorder(val_ds, classes["val"], case)
     callbacks = [recorder, keras.callbacks.TerminateOnNaN()]
@@ -219,7 +232,12 @@ def run_case(
             "samples_per_second": n_train * epochs_run / train_seconds if train_seconds else None,
             "wall_seconds": time.perf_counter() - wall0,
         },
-        "provenance": {**provenance(), "deterministic": deterministic},
+        "provenance": {
+            **provenance(),
+            "deterministic": deterministic,
+            "mixed_precision": mixed_precision,
+            "xla": xla,
+        },
     }
     if verbose:
         print(

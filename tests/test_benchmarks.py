@@ -19,7 +19,9 @@ from benchmarks.cli import format_duration, main, parse_seeds
 from mdkeras.config import Case, get_scale
 from mdkeras.errors import MdkerasError
 
-NAME_RE = re.compile(r"^(lj|coulomb)-rho\d+\.\d\d-w\d+-n\d+-(lenet|alexnet)-(paper|quantile)$")
+NAME_RE = re.compile(
+    r"^(lj|coulomb)-rho\d+\.\d\d-w\d+-n\d+-(lenet|alexnet|forcemap)-(paper|quantile)$"
+)
 LJ = "lj-rho0.50-w8-n28-lenet-paper"  # a paper-reproduction case
 LJ16 = "lj-rho0.50-w8-n16-lenet-quantile"  # not one
 
@@ -102,10 +104,10 @@ def fake_training(monkeypatch):
 # --- registry ------------------------------------------------------------------------------
 
 
-def test_registry_has_72_unique_cases_with_readable_names():
+def test_registry_has_108_unique_cases_with_readable_names():
     cases = registry.list_cases()
     names = [c.name for c in cases]
-    assert len(names) == 72 and len(set(names)) == 72
+    assert len(names) == 108 and len(set(names)) == 108
     assert all(NAME_RE.match(n) for n in names), names
     assert LJ in names and "coulomb-rho2.00-w5-n56-alexnet-quantile" in names
     assert {c.grid for c in cases} == {16, 28, 56}
@@ -121,12 +123,14 @@ def test_get_case_round_trips_and_unknown_name_is_an_error():
 
 
 def test_include_and_exclude_globs():
-    assert len(registry.list_cases("n16")) == 24  # bare word = substring
-    assert len(registry.list_cases("lj-*-n28-*")) == 12
-    lenet28 = registry.list_cases(["lj-*-n28-*", "coulomb-*-n28-*"], exclude="alexnet")
+    assert len(registry.list_cases("n16")) == 36  # bare word = substring
+    assert len(registry.list_cases("lj-*-n28-*")) == 18
+    lenet28 = registry.list_cases(
+        ["lj-*-n28-*", "coulomb-*-n28-*"], exclude=["alexnet", "forcemap"]
+    )
     assert len(lenet28) == 12 and all(c.architecture == "lenet" for c in lenet28)
     both = registry.list_cases(exclude=["*-quantile", "n56"])
-    assert len(both) == 24 and all(c.encoding == "paper" and c.grid != 56 for c in both)
+    assert len(both) == 36 and all(c.encoding == "paper" and c.grid != 56 for c in both)
     assert [c.name for c in registry.list_cases(LJ)] == [LJ]
 
 
@@ -301,11 +305,11 @@ def test_compare_missing_reference_file_is_one_line_error(summary_dir, capsys):
 # --- CLI -----------------------------------------------------------------------------------
 
 
-def test_list_prints_all_72(capsys):
+def test_list_prints_all_108(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-1] == "72 cases"
-    assert sum(bool(NAME_RE.match(line.split()[0])) for line in out) == 72
+    assert out[-1] == "108 cases"
+    assert sum(bool(NAME_RE.match(line.split()[0])) for line in out) == 108
 
 
 def test_list_ci_and_patterns(capsys):
@@ -314,7 +318,7 @@ def test_list_ci_and_patterns(capsys):
     assert all(n in out for n in registry.CI_CASES)
     assert out.splitlines()[-1] == f"{len(registry.CI_CASES)} cases"
     assert main(["list", "-k", "coulomb", "-k", "n16", "--exclude", "alexnet"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "24 cases"
+    assert capsys.readouterr().out.splitlines()[-1] == "48 cases"
 
 
 def test_help_exits_zero(capsys):

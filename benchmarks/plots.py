@@ -1,0 +1,736 @@
+"""`python -m benchmarks plot`: figures from a directory of run records.
+
+- `accuracy.png` — joint accuracy per case (mean ± sd over seeds) beside the paper's 71 % and the
+  baselines (majority, cell centre, Bayes limit ± its standard error), one scale.
+- `learning-curves-<case>.png` — training accuracy per output and validation joint accuracy per
+  epoch, every seed, the best (restored) epoch marked.
+- `confusion-<case>.png` — test-split confusion matrices of the `F_x` and `F_y` classes.
+- `descriptor.png` — particles around a target with the window and its grid, beside the count
+  matrix they give (in the manner of the paper's Fig. 1); made from a seeded configuration.
+- `class-histograms.png` — training class histograms under the paper encoding, per setting.
+
+Each `plot_*` function takes data and an output path and returns the path; PNGs are written
+atomically. Matplotlib (the `plot` extra) is imported only when a figure is drawn, with the Agg
+canvas and no pyplot state. Exit codes: 0 success; 2 bad input or missing data, one `error:` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.cmdline import Parser, UsageError, guarded
+from benchmarks.records import load_records
+from benchmarks.report import summarize
+from mdkeras.config import PAPER_REFERENCE, SCALES
+from mdkeras.errors import MdkerasError
+
+PROG = "python -m benchmarks plot"
+DEFAULT_DIR = Path("results") / "paper"
+DEFAULT_CASE = "lj-rho0.50-w8-n28-lenet-paper"
+PLOTS = ("accuracy", "curves", "confusion", "descriptor", "histograms")
+CENTRAL = (4, 5)  # the two central classes of the paper encoding with K = 10
+DPI = 120
+
+
+class MissingDataError(MdkerasError):
+    """The records lack what one figure needs (e.g. made before a field existed)."""
+
+
+# --- matplotlib, lazily -----------------------------------------------------------------------
+
+
+def _matplotlib():
+    """`(Figure, FigureCanvasAgg, colors)`, or one error naming the extra to install."""
+    try:
+        import matplotlib
+        from matplotlib import colors
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise MdkerasError(
+            f'matplotlib is not installed ({e}): the plots need it; pip install "mdkeras[plot]"'
+        ) from None
+    del matplotlib
+    return Figure, FigureCanvasAgg, colors
+
+
+def _figure(figsize: tuple[float, float]):
+    """A figure on the Agg canvas (no pyplot, no global backend switch)."""
+    figure_cls, canvas_cls, _ = _matplotlib()
+    fig = figure_cls(figsize=figsize, layout="constrained")
+    canvas_cls(fig)
+    return fig
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Render `fig` as PNG to a temp file beside `path`, fsync, then `os.replace`; return it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=DPI)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+def scale_size(record: dict) -> int:
+    """Samples of a record's scale (the record's own count, else the named scale's)."""
+    samples = record.get("samples")
+    if isinstance(samples, int):
+        return samples
+    scale = SCALES.get(record.get("scale"))
+    return scale.samples if scale else 0
+
+
+def choose_scale(records: Sequence[dict], scale: str | None = None) -> str:
+    """`scale` if some record has it, else the largest scale present (by samples)."""
+    present = {r["scale"]: scale_size(r) for r in records}
+    if not present:
+        raise MissingDataError("no successful records: expected at least one with status 'ok'.")
+    if scale is None:
+        known = {name: i for i, name in enumerate(SCALES)}
+        return max(present, key=lambda s: (present[s], known.get(s, -1), s))
+    if scale not in present:
+        raise MdkerasError(
+            f"--scale {scale!r} has no successful records: expected one of "
+            f"{', '.join(map(repr, sorted(present)))}."
+        )
+    return scale
+
+
+def select_records(
+    records: Sequence[dict], scale: str, patterns: Sequence[str] | None = None
+) -> list[dict]:
+    """Successful records of `scale` whose case matches any glob (a bare word: a substring)."""
+    out = [r for r in records if r.get("status") == "ok" and r["scale"] == scale]
+    if patterns:
+        globs = [p if any(c in p for c in "*?[") else f"*{p}*" for p in patterns]
+        out = [r for r in out if any(fnmatch.fnmatchcase(r["case_name"], g) for g in globs)]
+        if not out:
+            raise MdkerasError(
+                f"-k {' '.join(patterns)} matches no record at scale {scale!r}: "
+                "expected a glob over case names, e.g. -k 'lj-*-n28-*'."
+            )
+    return out
+
+
+def choose_case(records: Sequence[dict], case: str | None = None) -> str:
+    """`case` if recorded, else `DEFAULT_CASE` if recorded, else the first recorded case."""
+    names = list(dict.fromkeys(r["case_name"] for r in records))
+    if case is not None:
+        if case not in names:
+            raise MdkerasError(
+                f"--case {case!r} has no record here: expected one of "
+                f"{', '.join(map(repr, names))}."
+            )
+        return case
+    return DEFAULT_CASE if DEFAULT_CASE in names else names[0]
+
+
+def case_records(records: Sequence[dict], case: str) -> list[dict]:
+    """The records of one case, by seed."""
+    return sorted((r for r in records if r["case_name"] == case), key=lambda r: r["seed"])
+
+
+def accuracy_table(records: Sequence[dict]) -> pd.DataFrame:
+    """`report.summarize` of `records` plus `bayes_limit_se`: the standard error of the seeds'
+    mean Bayes limit, `sqrt(sum se_i^2) / n`."""
+    df = summarize(list(records))
+    se = {}
+    for r in records:
+        value = (r.get("baselines") or {}).get("bayes_limit_se")
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            se.setdefault((r["case_name"], r["scale"]), []).append(float(value))
+    df["bayes_limit_se"] = [
+        math.sqrt(sum(v * v for v in s)) / len(s) if (s := se.get((c, k))) else math.nan
+        for c, k in zip(df["case"], df["scale"], strict=True)
+    ]
+    return df
+
+
+def paper_histograms(records: Sequence[dict], *, progress=None) -> dict[str, tuple[list, list]]:
+    """Training class histograms `(x, y)` under the paper encoding, one per physics setting
+    (potential, density, window, grid) in that order, labelled like `LJ ρ=0.50 W=8 n=28`.
+
+    From a paper-encoded record's `class_histogram` where one has it; otherwise (records made
+    before that field, or only quantile-encoded cases) recomputed from the record's dataset,
+    which its case, samples and seed fully determine.
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for r in sorted(records, key=lambda r: r["seed"]):
+        c = r["case"]
+        groups.setdefault((c["potential"], c["density"], c["window"], c["grid"]), []).append(r)
+    out = {}
+    for key, group in sorted(groups.items()):
+        label = _setting_label(*key)
+        stored = [
+            r
+            for r in group
+            if r["case"].get("encoding") == "paper"
+            and r["case"].get("classes", 10) == 10
+            and isinstance(r.get("class_histogram"), dict)
+        ]
+        if stored:
+            h = stored[0]["class_histogram"]
+            out[label] = (list(h["x"]), list(h["y"]))
+        else:
+            if progress:
+                progress(f"{label}: no paper-encoded class_histogram recorded; recomputing it")
+            out[label] = recompute_paper_histogram(group[0])
+    return out
+
+
+def recompute_paper_histogram(record: dict, classes: int = 10) -> tuple[list, list]:
+    """The paper-encoded training class histogram of a record's dataset, regenerated."""
+    from mdkeras.datasets import DatasetSpec, generate
+    from mdkeras.encoding import encode
+    from mdkeras.potentials import f_max
+
+    c = record["case"]
+    samples = record.get("samples") or scale_size(record)
+    spec = DatasetSpec(
+        c["potential"], c["density"], c["window"], c["grid"], samples, record["seed"]
+    )
+    data = generate(spec, progress=False)
+    _, forces = data.split("train")
+    k = encode(forces, f_max=f_max(c["potential"], c["window"] / c["grid"]), classes=classes)
+    return tuple(np.bincount(k[:, i], minlength=classes).tolist() for i in (0, 1))
+
+
+def _setting_label(potential: str, density: float, window: float, grid: int) -> str:
+    name = {"lj": "LJ", "coulomb": "Coulomb"}.get(potential, potential)
+    return f"{name} ρ={density:.2f} W={window:g} n={grid}"
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+
+def plot_accuracy(table: pd.DataFrame, out: str | os.PathLike, *, title: str = "") -> Path:
+    """Horizontal bars: joint accuracy mean ± sd per case, with majority, cell-centre and Bayes
+    limit (± se) markers and the paper's 71 % line. `table` is `accuracy_table`'s."""
+    if not len(table):
+        raise MissingDataError("no cases to plot: expected at least one successful record.")
+    n = len(table)
+    fig = _figure((10.5, 1.7 + 0.45 * n))
+    ax = fig.add_subplot()
+    y = np.arange(n)[::-1]
+    sd = table["joint_accuracy_sd"].to_numpy(dtype=float)  # NaN (one seed): no error bar
+    ax.barh(
+        y,
+        table["joint_accuracy"],
+        height=0.7,
+        color="tab:blue",
+        alpha=0.7,
+        label="model: joint accuracy, mean over seeds",
+    )
+    ax.errorbar(
+        table["joint_accuracy"],
+        y,
+        xerr=sd,
+        fmt="none",
+        ecolor="navy",
+        capsize=4,
+        lw=1.2,
+        label="± sd over seeds",
+    )
+    ax.scatter(
+        table["majority"], y, marker="v", s=40, color="0.4", zorder=3, label="majority (chance)"
+    )
+    ax.scatter(
+        table["cell_centre"],
+        y + 0.17,
+        marker="D",
+        s=28,
+        color="tab:green",
+        zorder=3,
+        label="cell centre (physics oracle)",
+    )
+    ax.errorbar(
+        table["bayes_limit"],
+        y - 0.17,
+        xerr=table["bayes_limit_se"],
+        fmt="s",
+        ms=4.5,
+        color="black",
+        capsize=3,
+        zorder=4,
+        label="Bayes limit ± se (best possible)",
+    )
+    ax.axvline(
+        PAPER_REFERENCE,
+        color="tab:red",
+        ls="--",
+        lw=1.5,
+        label=f"paper's best ({PAPER_REFERENCE:.0%})",
+    )
+    for yi, (m, s, k) in zip(
+        y,
+        table[["joint_accuracy", "joint_accuracy_sd", "joint_accuracy_n"]].to_numpy(),
+        strict=True,
+    ):
+        seeds = f"{int(k)} seed" + ("s" if k != 1 else "")
+        text = f"{m:.3f}" + (f" ± {s:.3f}" if k > 1 else "") + f" ({seeds})"
+        ax.text(1.01, yi, text, transform=ax.get_yaxis_transform(), va="center", fontsize=8.5)
+    ax.set_yticks(y, table["case"], fontsize=9)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_xlabel("joint accuracy on the test split (both force classes right)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title or "Joint accuracy per case", loc="left")
+    fig.legend(loc="outside lower center", ncols=3, fontsize=8.5, frameon=False)
+    return save_figure(fig, out)
+
+
+def _train_accuracy_keys(history: Sequence[dict]) -> list[str]:
+    keys = [k for k in history[0] if k.endswith("accuracy") and not k.startswith("val")]
+    return sorted(keys)
+
+
+def _output_label(key: str) -> str:
+    head = key[: -len("accuracy")].rstrip("_")
+    return {"fx": "train $F_x$ class", "fy": "train $F_y$ class"}.get(head, "train joint class")
+
+
+def check_history(records: Sequence[dict]) -> None:
+    """Raise `MissingDataError` unless every record has a per-epoch history."""
+    if not records:
+        raise MissingDataError("no records for the learning curves.")
+    missing = [
+        r["seed"]
+        for r in records
+        if not r.get("history") or any("val_joint_accuracy" not in h for h in r["history"])
+    ]
+    if missing:
+        raise MissingDataError(
+            f"{records[0]['case_name']} seed(s) {missing} have no per-epoch history: "
+            "expected records written by `python -m benchmarks run`."
+        )
+
+
+def plot_learning_curves(records: Sequence[dict], out: str | os.PathLike) -> Path:
+    """Per epoch, every seed: training accuracy per output (thin) and validation joint accuracy
+    (thick), a star on the best epoch (the weights kept), the paper's 71 % for scale."""
+    check_history(records)
+    fig = _figure((8.0, 4.8))
+    ax = fig.add_subplot()
+    styles = ("--", ":", "-.")
+    for i, r in enumerate(records):
+        color = f"C{i % 10}"
+        hist = r["history"]
+        epochs = [h["epoch"] for h in hist]
+        for j, key in enumerate(_train_accuracy_keys(hist)):
+            ax.plot(
+                epochs,
+                [h[key] for h in hist],
+                ls=styles[j % 3],
+                lw=1.2,
+                color=color,
+                label=f"seed {r['seed']}: {_output_label(key)}",
+            )
+        val = [h["val_joint_accuracy"] for h in hist]
+        ax.plot(
+            epochs,
+            val,
+            "-o",
+            lw=2.2,
+            ms=3.5,
+            color=color,
+            label=f"seed {r['seed']}: validation joint",
+        )
+        best = r.get("best_epoch") or epochs[int(np.argmax(val))]
+        ax.plot([best], [val[epochs.index(best)]], "*", ms=16, color=color, mec="black", zorder=5)
+    ax.axhline(PAPER_REFERENCE, color="tab:red", ls="--", lw=1, label="paper's best (71 %)")
+    ax.plot([], [], "*", ms=12, color="0.6", mec="black", label="best epoch (weights kept)")
+    last = max(h["epoch"] for r in records for h in r["history"])
+    ax.set_xlim(0.6, last + 0.4)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    scale = records[0]["scale"]
+    ax.set_title(
+        f"{records[0]['case_name']} ({scale} scale): learning curves", loc="left", fontsize=11
+    )
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    return save_figure(fig, out)
+
+
+def check_confusion(record: dict) -> None:
+    """Raise `MissingDataError` unless the record has `confusion` {"x", "y"}."""
+    conf = record.get("confusion")
+    if not isinstance(conf, dict) or not {"x", "y"} <= set(conf):
+        raise MissingDataError(
+            f"{record['case_name']} seed {record['seed']} has no confusion matrices (records "
+            "made before they were recorded): re-run the case to get them."
+        )
+
+
+def plot_confusion(record: dict, out: str | os.PathLike) -> Path:
+    """The test-split confusion matrices (rows true, columns predicted) of the `F_x` and `F_y`
+    classes, log colour scale, non-zero counts written in the cells."""
+    check_confusion(record)
+    conf = record["confusion"]
+    _, _, colors = _matplotlib()
+    mats = [np.asarray(conf[a], dtype=np.int64) for a in ("x", "y")]
+    vmax = max(1, max(int(m.max()) for m in mats))
+    norm = colors.LogNorm(vmin=1, vmax=vmax)
+    fig = _figure((12.0, 6.2))
+    axes = fig.subplots(1, 2)
+    metrics = record.get("metrics") or {}
+    for ax, m, axis in zip(axes, mats, ("x", "y"), strict=True):
+        k = len(m)
+        image = ax.imshow(np.ma.masked_equal(m, 0), norm=norm, cmap="viridis")
+        for t in range(k):
+            for p in range(k):
+                if m[t, p]:
+                    dark = norm(m[t, p]) < 0.6
+                    ax.text(
+                        p,
+                        t,
+                        str(m[t, p]),
+                        ha="center",
+                        va="center",
+                        fontsize=6.5,
+                        color="white" if dark else "black",
+                    )
+        ax.set_xticks(range(k))
+        ax.set_yticks(range(k))
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        acc = metrics.get(f"accuracy_{axis}")
+        shown = f", accuracy {acc:.3f}" if isinstance(acc, (int, float)) else ""
+        ax.set_title(f"$F_{axis}$ classes{shown}")
+    fig.colorbar(image, ax=axes, shrink=0.8, label="test samples (log scale; blank: none)")
+    fig.suptitle(
+        f"{record['case_name']} ({record['scale']} scale, seed {record['seed']}): "
+        "confusion on the test split",
+        fontsize=11,
+    )
+    return save_figure(fig, out)
+
+
+def descriptor_example(
+    *,
+    potential: str = "lj",
+    density: float = 0.5,
+    window: float = 8.0,
+    grid: int = 28,
+    particles: int = 2_000,
+    seed: int = 0,
+) -> dict:
+    """One seeded configuration's first target: its grid `D`, its force and paper classes, and
+    the minimum-image displacements `d` of every particle from it (the target's own is 0)."""
+    from mdkeras.descriptors import featurize
+    from mdkeras.encoding import encode
+    from mdkeras.potentials import f_max
+    from mdkeras.sampling import uniform_configuration
+
+    rng = np.random.default_rng(seed)
+    positions, box, targets = uniform_configuration(rng, particles, density, 1)
+    grids, forces = featurize(
+        positions, box, targets, potential=potential, window=window, grid=grid
+    )
+    d = positions - positions[targets[0]]
+    d -= box * np.round(d / box)
+    fm = f_max(potential, window / grid)
+    return {
+        "potential": potential,
+        "density": density,
+        "window": window,
+        "grid": grid,
+        "seed": seed,
+        "counts": grids[0],
+        "force": forces[0],
+        "f_max": fm,
+        "classes": encode(forces[0], f_max=fm, classes=10),
+        "d": np.delete(d, targets[0], axis=0),
+    }
+
+
+def plot_descriptor(out: str | os.PathLike, example: dict | None = None) -> Path:
+    """Particles around one target (red) with the window and its cells, beside the count matrix
+    `D[iy, ix]` they give (rows follow +y, so `origin='lower'`), like the paper's Fig. 1.
+    `example` is `descriptor_example(...)`'s (default: LJ, ρ = 0.5, W = 8, n = 28, seed 0)."""
+    ex = example if example is not None else descriptor_example()
+    _, _, colors = _matplotlib()
+    counts, d, window, grid = ex["counts"], ex["d"], ex["window"], ex["grid"]
+    half, h = 0.5 * window, window / grid
+    inside = np.all((d >= -half) & (d < half), axis=1)
+    margin = 0.2 * window
+    near = np.all(np.abs(d) < half + margin, axis=1) & ~inside
+    top = max(2, int(counts.max()))
+    cmap = colors.ListedColormap(["white", *_blues(top)])
+    norm = colors.BoundaryNorm(np.arange(-0.5, top + 1), cmap.N)
+
+    fig = _figure((12.5, 6.0))
+    left, right = fig.subplots(1, 2)
+    occupied = np.ma.masked_equal(counts, 0)
+    left.imshow(
+        occupied,
+        origin="lower",
+        extent=(-half, half, -half, half),
+        cmap=cmap,
+        norm=norm,
+        alpha=0.45,
+        zorder=0,
+    )
+    ticks = -half + h * np.arange(grid + 1)
+    left.vlines(ticks, -half, half, color="0.8", lw=0.5, zorder=1)
+    left.hlines(ticks, -half, half, color="0.8", lw=0.5, zorder=1)
+    left.add_patch(_rectangle(-half, window))
+    left.scatter(*d[near].T, s=14, color="0.6", zorder=3, label="outside the window")
+    left.scatter(
+        *d[inside].T, s=16, color="tab:blue", zorder=3, label=f"counted ({int(counts.sum())})"
+    )
+    left.scatter([0], [0], s=80, color="red", edgecolor="black", zorder=4, label="target")
+    left.set(
+        xlim=(-half - margin, half + margin),
+        ylim=(-half - margin, half + margin),
+        aspect="equal",
+        xlabel="$x - x_t$",
+        ylabel="$y - y_t$",
+    )
+    left.legend(loc="upper right", fontsize=8, framealpha=0.95)
+    left.set_title(f"window W={window:g}, {grid}×{grid} cells of side h={h:.3g}", fontsize=10)
+
+    image = right.imshow(counts, origin="lower", cmap=cmap, norm=norm)
+    for iy, ix in zip(*np.nonzero(counts), strict=True):
+        right.text(
+            ix,
+            iy,
+            str(counts[iy, ix]),
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if counts[iy, ix] > 1 else "black",
+        )
+    right.plot([grid / 2 - 0.5], [grid / 2 - 0.5], "+", color="red", ms=12, mew=2)
+    right.set_xticks(range(0, grid, 4))
+    right.set_yticks(range(0, grid, 4))
+    right.set(xlabel="column ix (+x)", ylabel="row iy (+y)")
+    right.set_title("descriptor D[iy, ix]: particles per cell (origin lower)", fontsize=10)
+    fig.colorbar(image, ax=right, shrink=0.8, ticks=range(top + 1), label="particles in the cell")
+
+    name = {"lj": "LJ", "coulomb": "Coulomb"}.get(ex["potential"], ex["potential"])
+    (fx, fy), (cx, cy) = ex["force"], ex["classes"]
+    fig.suptitle(
+        f"{name} gas, ρ={ex['density']:g}, seed {ex['seed']}: force on the target "
+        f"F = ({fx:.3g}, {fy:.3g}); paper encoding (f_max = |f(h)| = {ex['f_max']:.3g}, "
+        f"K = 10): classes ({cx}, {cy})",
+        fontsize=11,
+    )
+    return save_figure(fig, out)
+
+
+def _blues(n: int) -> list:
+    from matplotlib import colormaps
+
+    return [colormaps["Blues"](v) for v in np.linspace(0.35, 1.0, n)]
+
+
+def _rectangle(corner: float, side: float):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((corner, corner), side, side, fill=False, ec="black", lw=1.6, zorder=2)
+
+
+def plot_class_histograms(
+    histograms: Mapping[str, tuple[Sequence[int], Sequence[int]]], out: str | os.PathLike
+) -> Path:
+    """One panel per setting: the training fraction per class of `F_x` and `F_y`, with the mass
+    in the two central classes written on it."""
+    if not histograms:
+        raise MissingDataError("no class histograms to plot.")
+    n = len(histograms)
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig = _figure((max(6.4, 4.3 * ncols), 3.3 * nrows + 0.6))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
+    for ax, (label, (hx, hy)) in zip(axes, histograms.items(), strict=False):
+        hx, hy = np.asarray(hx, dtype=float), np.asarray(hy, dtype=float)
+        k = len(hx)
+        px, py = hx / max(hx.sum(), 1), hy / max(hy.sum(), 1)
+        classes = np.arange(k)
+        ax.bar(classes - 0.2, px, width=0.4, color="tab:blue", label="$F_x$")
+        ax.bar(classes + 0.2, py, width=0.4, color="tab:orange", label="$F_y$")
+        central = [c for c in CENTRAL if c < k] if k == 10 else [k // 2 - 1, k // 2]
+        ax.axvspan(min(central) - 0.5, max(central) + 0.5, color="0.9", zorder=0)
+        ax.text(
+            0.5,
+            0.97,
+            f"classes {central[0]}+{central[1]}: {px[central].sum():.0%} ($F_x$), "
+            f"{py[central].sum():.0%} ($F_y$)",
+            transform=ax.transAxes,
+            ha="center",
+            va="top",
+            fontsize=8.5,
+        )
+        ax.set_xticks(classes)
+        ax.set_title(f"{label} (n={int(hx.sum()):,})", fontsize=9.5)
+        ax.set_xlabel("class (paper encoding)")
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    for ax in axes[::ncols]:
+        ax.set_ylabel("fraction of training samples")
+    top = max(max(np.max(h) / max(np.sum(h), 1) for pair in histograms.values() for h in pair), 0.4)
+    axes[0].set_ylim(0, 1.18 * top)
+    axes[0].legend(loc="upper left", bbox_to_anchor=(0, 0.9), fontsize=8, frameon=False)
+    fig.suptitle("Training class histograms under the paper encoding (f_max = |f(h)|)", fontsize=11)
+    return save_figure(fig, out)
+
+
+# --- command line ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog=PROG,
+        description="Draw accuracy, learning-curve, confusion, descriptor and class-histogram "
+        "figures (PNG) from a record directory.",
+    )
+    parser.add_argument(
+        "dir",
+        nargs="?",
+        type=Path,
+        default=DEFAULT_DIR,
+        metavar="DIR",
+        help=f"record directory (default {DEFAULT_DIR})",
+    )
+    parser.add_argument(
+        "--case",
+        metavar="NAME",
+        help=f"case for the learning curves and confusion matrices (default "
+        f"{DEFAULT_CASE} if recorded, else the first)",
+    )
+    parser.add_argument(
+        "--scale", metavar="NAME", help="scale to plot (default: the largest in DIR, by samples)"
+    )
+    parser.add_argument(
+        "-k",
+        dest="pattern",
+        action="append",
+        metavar="PATTERN",
+        help="only cases matching this glob in accuracy.png and "
+        "class-histograms.png (a bare word: a substring; repeatable)",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="PLOTS",
+        help=f"comma-separated subset of {','.join(PLOTS)}; a listed figure "
+        "whose data are missing is an error (default: all, skipping those)",
+    )
+    parser.add_argument("--out", type=Path, metavar="DIR", help="where the PNGs go (default: DIR)")
+    return parser
+
+
+def _parse_only(text: str | None) -> list[str]:
+    if text is None:
+        return list(PLOTS)
+    chosen = [w.strip() for w in text.split(",") if w.strip()]
+    bad = [w for w in chosen if w not in PLOTS]
+    if bad or not chosen:
+        raise UsageError(
+            f"--only {text!r} is not allowed: expected a comma-separated subset of "
+            f"{','.join(PLOTS)}"
+        )
+    return [p for p in PLOTS if p in chosen]
+
+
+def _with_confusion(records: Sequence[dict]) -> dict:
+    """The lowest-seed record holding confusion matrices, else the lowest-seed one."""
+    return next((r for r in records if isinstance(r.get("confusion"), dict)), records[0])
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def render(args) -> list[Path]:
+    """Draw the selected figures; returns the paths written."""
+    selected = _parse_only(args.only)
+    strict = args.only is not None
+    _matplotlib()  # fail before any work if it is missing
+    out = args.out if args.out is not None else args.dir
+    written = []
+    records, case_recs, table, scale, case = [], [], None, None, None
+    if set(selected) - {"descriptor"}:
+        loaded = [r for _, r in load_records(args.dir) if r.get("status") == "ok"]
+        if not loaded:
+            raise MissingDataError(
+                f"no successful records in {args.dir}: expected at least one with status 'ok'."
+            )
+        scale = choose_scale(loaded, args.scale)
+        scaled = select_records(loaded, scale)
+        records = select_records(loaded, scale, args.pattern)
+        case = choose_case(scaled, args.case)
+        case_recs = case_records(scaled, case)
+        table = accuracy_table(records)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = {
+        "accuracy": lambda: plot_accuracy(
+            table,
+            out / "accuracy.png",
+            title=f"Joint accuracy per case, {scale} scale (bars: mean ± sd over seeds)",
+        ),
+        "curves": lambda: plot_learning_curves(case_recs, out / f"learning-curves-{case}.png"),
+        "confusion": lambda: plot_confusion(
+            _with_confusion(case_recs), out / f"confusion-{case}.png"
+        ),
+        "descriptor": lambda: plot_descriptor(out / "descriptor.png"),
+        "histograms": lambda: plot_class_histograms(
+            paper_histograms(records, progress=lambda m: _note(f"plot: {m}")),
+            out / "class-histograms.png",
+        ),
+    }
+    checks = {
+        "curves": lambda: check_history(case_recs),
+        "confusion": lambda: check_confusion(_with_confusion(case_recs)),
+    }
+    drawable = []
+    for name in selected:  # every check before any drawing: an error leaves nothing half-done
+        try:
+            checks.get(name, lambda: None)()
+        except MissingDataError as e:
+            if strict:
+                raise
+            _note(f"warning: skipped {name}: {' '.join(str(e).split())}")
+        else:
+            drawable.append(name)
+    for name in drawable:
+        path = jobs[name]()
+        _note(f"wrote {path}")
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse `argv` (the arguments after `plot`) and draw; 0 ok, 2 bad input or missing data."""
+    return guarded(lambda: _main(argv))
+
+
+def _main(argv) -> int:
+    render(build_parser().parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,246 @@
+"""`benchmarks.plots`: every figure is drawn from hand-written minimal records as a valid PNG, and
+missing data or bad input give one `error:` line and exit 2. No training, no TensorFlow."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks import plots
+from benchmarks.plots import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+HAS_MPL = importlib.util.find_spec("matplotlib") is not None
+needs_mpl = pytest.mark.skipif(
+    not HAS_MPL, reason='matplotlib is not installed (pip install "mdkeras[plot]")'
+)
+
+CASES = {
+    "lj-rho0.50-w8-n28-lenet-paper": ("lj", 0.5, 8.0, 28, "paper"),
+    "coulomb-rho0.50-w5-n28-lenet-paper": ("coulomb", 0.5, 5.0, 28, "paper"),
+    "lj-rho0.50-w8-n16-lenet-quantile": ("lj", 0.5, 8.0, 16, "quantile"),
+}
+
+
+def _record(name: str, seed: int, scale: str = "ci", **drop) -> dict:
+    potential, density, window, grid, encoding = CASES[name]
+    rng = np.random.default_rng(seed)
+    conf = rng.integers(0, 50, size=(2, 10, 10)) * (rng.random((2, 10, 10)) < 0.4)
+    conf[:, range(10), range(10)] += 400
+    history = [
+        {
+            "epoch": e,
+            "loss": 2.0 / e,
+            "fx_accuracy": 0.6 + 0.05 * e,
+            "fy_accuracy": 0.58 + 0.05 * e,
+            "val_joint_accuracy": [0.5, 0.62, 0.66, 0.64][e - 1],
+        }
+        for e in range(1, 5)
+    ]
+    record = {
+        "format_version": 1,
+        "status": "ok",
+        "case_name": name,
+        "case": {
+            "potential": potential,
+            "density": density,
+            "window": window,
+            "grid": grid,
+            "architecture": "lenet",
+            "encoding": encoding,
+            "classes": 10,
+            "head": "separate",
+            "sampler": "uniform",
+            "augment": False,
+        },
+        "scale": scale,
+        "seed": seed,
+        "samples": {"smoke": 2_000, "ci": 10_000}[scale],
+        "metrics": {"joint_accuracy": 0.65 + 0.01 * seed, "accuracy_x": 0.8, "accuracy_y": 0.79},
+        "baselines": {
+            "majority": 0.21,
+            "cell_centre": 0.81,
+            "bayes_limit": 0.82,
+            "bayes_limit_se": 0.009,
+        },
+        "epochs_run": 4,
+        "best_epoch": 3,
+        "history": history,
+        "confusion": {"x": conf[0].tolist(), "y": conf[1].tolist()},
+        "class_histogram": {
+            "x": [400, 10, 20, 60, 3000, 3000, 60, 20, 10, 400],
+            "y": [390, 12, 22, 58, 3010, 2990, 61, 19, 11, 407],
+        },
+    }
+    for key in drop:
+        record.pop(key)
+    return record
+
+
+def _write(directory, record: dict) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{record['case_name']}--{record['scale']}--seed{record['seed']}.json"
+    path.write_text(json.dumps(record))
+
+
+@pytest.fixture
+def record_dir(tmp_path):
+    d = tmp_path / "records"
+    for name in CASES:
+        for seed in (0, 1):
+            _write(d, _record(name, seed))
+    _write(d, _record("lj-rho0.50-w8-n28-lenet-paper", 0, scale="smoke"))
+    return d
+
+
+def _assert_png(path):
+    data = path.read_bytes()
+    assert len(data) > 1000 and data[:8] == PNG_MAGIC, path
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@needs_mpl
+def test_every_png_is_drawn(record_dir, tmp_path, capsys):
+    out = tmp_path / "figures"
+    assert main([str(record_dir), "--out", str(out)]) == 0
+    case = "lj-rho0.50-w8-n28-lenet-paper"
+    expected = {
+        "accuracy.png",
+        f"learning-curves-{case}.png",
+        f"confusion-{case}.png",
+        "descriptor.png",
+        "class-histograms.png",
+    }
+    assert {p.name for p in out.iterdir()} == expected  # no temp files left behind
+    for name in expected:
+        _assert_png(out / name)
+    assert "warning" not in capsys.readouterr().err
+
+
+@needs_mpl
+def test_case_scale_and_default_out(record_dir, capsys):
+    case = "coulomb-rho0.50-w5-n28-lenet-paper"
+    code = main([str(record_dir), "--case", case, "--only", "curves,confusion"])
+    assert code == 0
+    _assert_png(record_dir / f"learning-curves-{case}.png")
+    _assert_png(record_dir / f"confusion-{case}.png")
+    assert main([str(record_dir), "--scale", "smoke", "--only", "accuracy,histograms"]) == 0
+    _assert_png(record_dir / "accuracy.png")
+
+
+@needs_mpl
+def test_plot_functions_return_their_paths(record_dir, tmp_path):
+    records = [json.loads(p.read_text()) for p in sorted(record_dir.glob("*--ci--*.json"))]
+    table = plots.accuracy_table(records)
+    assert len(table) == 3 and table["bayes_limit_se"].iloc[0] == pytest.approx(0.009 / 2**0.5)
+    out = tmp_path / "accuracy.png"
+    assert plots.plot_accuracy(table, out) == out
+    _assert_png(out)
+    hist = plots.paper_histograms(records)
+    assert list(hist) == ["Coulomb ρ=0.50 W=5 n=28", "LJ ρ=0.50 W=8 n=16", "LJ ρ=0.50 W=8 n=28"]
+    assert hist["LJ ρ=0.50 W=8 n=28"][0][4] == 3000
+
+
+def test_recomputed_histogram_matches_the_dataset():
+    """A record without `class_histogram` (or quantile-encoded) gets the paper-encoded training
+    histogram of its own dataset."""
+    from mdkeras.datasets import DatasetSpec, generate
+    from mdkeras.encoding import encode
+    from mdkeras.potentials import f_max
+
+    record = _record("lj-rho0.50-w8-n16-lenet-quantile", 3, class_histogram=None)
+    record["samples"] = 1_000
+    hx, hy = plots.paper_histograms([record])["LJ ρ=0.50 W=8 n=16"]
+    _, forces = generate(DatasetSpec("lj", 0.5, 8.0, 16, 1_000, 3), progress=False).split("train")
+    k = encode(forces, f_max=f_max("lj", 0.5), classes=10)
+    assert hx == np.bincount(k[:, 0], minlength=10).tolist()
+    assert hy == np.bincount(k[:, 1], minlength=10).tolist()
+
+
+def test_descriptor_example_matches_featurize():
+    ex = plots.descriptor_example(potential="coulomb", density=0.5, window=5.0, grid=28, seed=3)
+    half = 2.5
+    inside = np.all((ex["d"] >= -half) & (ex["d"] < half), axis=1)
+    assert ex["counts"].shape == (28, 28) and ex["counts"].sum() == inside.sum() > 0
+    assert ex["f_max"] == pytest.approx(31.36)
+
+
+@needs_mpl
+def test_missing_confusion_is_skipped_by_default_and_an_error_when_asked(tmp_path, capsys):
+    d = tmp_path / "old"
+    _write(d, _record("lj-rho0.50-w8-n28-lenet-paper", 0, confusion=None))
+    assert main([str(d), "--only", "accuracy,confusion,curves"]) == 2
+    line = _one_error_line(capsys)
+    assert "no confusion matrices" in line
+    assert main([str(d), "--out", str(tmp_path / "figs")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: skipped confusion" in err
+    assert not (tmp_path / "figs" / "confusion-lj-rho0.50-w8-n28-lenet-paper.png").exists()
+    _assert_png(tmp_path / "figs" / "accuracy.png")
+
+
+@needs_mpl
+def test_missing_history_is_one_error_line(tmp_path, capsys):
+    d = tmp_path / "old"
+    _write(d, _record("lj-rho0.50-w8-n28-lenet-paper", 0, history=None))
+    assert main([str(d), "--only", "curves"]) == 2
+    assert "no per-epoch history" in _one_error_line(capsys)
+
+
+@needs_mpl
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["{missing}"], "no results directory"),
+        (["{empty}"], "no records in"),
+        (["{records}", "--case", "nope"], "--case 'nope' has no record"),
+        (["{records}", "--scale", "paper"], "--scale 'paper' has no successful records"),
+        (["{records}", "-k", "alexnet"], "-k alexnet matches no record"),
+        (["{records}", "--only", "pie"], "--only 'pie' is not allowed"),
+        (["{records}", "--bogus"], "unrecognized arguments"),
+        (["{broken}"], "is not valid JSON"),
+        (["{failed}"], "no successful records"),
+    ],
+)
+def test_bad_input_is_one_error_line(record_dir, tmp_path, capsys, args, words):
+    (tmp_path / "empty").mkdir()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "x--ci--seed0.json").write_text("{")
+    failed = tmp_path / "failed"
+    _write(failed, {**_record("lj-rho0.50-w8-n28-lenet-paper", 0), "status": "failed"})
+    where = {
+        "missing": tmp_path / "nowhere",
+        "empty": tmp_path / "empty",
+        "records": record_dir,
+        "broken": broken,
+        "failed": failed,
+    }
+    argv = [a.format(**{k: str(v) for k, v in where.items()}) for a in args]
+    assert main(argv) == 2
+    assert words in _one_error_line(capsys)
+
+
+@needs_mpl
+def test_unwritable_out_is_one_error_line(record_dir, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main([str(record_dir), "--out", str(blocker / "sub"), "--only", "descriptor"]) == 2
+    _one_error_line(capsys)
+
+
+def test_missing_matplotlib_is_one_error_line(record_dir, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises
+    assert main([str(record_dir)]) == 2
+    line = _one_error_line(capsys)
+    assert 'pip install "mdkeras[plot]"' in line
+    assert not list(record_dir.glob("*.png"))
