@@ -19,20 +19,12 @@ from tabulate import tabulate
 from benchmarks import compare as compare_mod
 from benchmarks import executors, records, registry
 from benchmarks import report as report_mod
+from benchmarks.cmdline import Parser, guarded
 from mdkeras.config import HEADS, SCALES, get_scale
 from mdkeras.errors import MdkerasError
 
 PROG = "python -m benchmarks"
 DEFAULT_SCALE = "smoke"
-
-
-class _UsageError(Exception):
-    """An argparse usage error, re-raised so `main` prints it as one line."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise _UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 def default_out(scale: str) -> Path:
@@ -41,7 +33,7 @@ def default_out(scale: str) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = Parser(prog=PROG, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", help="list registered cases", description="List registered cases.")
@@ -434,20 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] and argv[0] in OWN_PARSERS:  # these parse their own arguments, --help included
         return importlib.import_module(f"benchmarks.{OWN_PARSERS[argv[0]]}").main(argv[1:])
-    try:
-        args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
-    except SystemExit as e:  # --help
-        return e.code if isinstance(e.code, int) else 0
-    except (_UsageError, MdkerasError) as e:
-        return _fail(str(e))
-    except OSError as e:
-        where = f": {e.filename}" if e.filename else ""
-        return _fail(f"{e.strerror or e}{where}")
-    except KeyboardInterrupt:
-        return _fail("interrupted; finished records are kept (rerun with --resume)", code=130)
+    return guarded(lambda: _dispatch(build_parser().parse_args(argv)))
 
 
-def _fail(message: str, code: int = 2) -> int:
-    print(f"error: {' '.join(message.split())}", file=sys.stderr)
-    return code
+def _dispatch(args) -> int:
+    return COMMANDS[args.command](args)
