@@ -20,7 +20,7 @@ from benchmarks import compare as compare_mod
 from benchmarks import executors, records, registry
 from benchmarks import report as report_mod
 from benchmarks.cmdline import Parser, guarded
-from mdkeras.config import HEADS, SCALES, get_scale
+from mdkeras.config import HEADS, SCALES, get_scale, with_samples
 from mdkeras.errors import MdkerasError
 
 PROG = "python -m benchmarks"
@@ -308,14 +308,7 @@ def run_variants(args, cases: list, scale):
         changes["augment"] = True
     cases = [dataclasses.replace(c, **changes) for c in cases] if changes else cases
     if args.samples is not None:
-        if args.samples < 1000:
-            raise MdkerasError(
-                f"--samples {args.samples} is not allowed: expected an integer >= 1000 "
-                "(at least four configurations of 250 targets)."
-            )
-        scale = dataclasses.replace(
-            scale, name=f"{scale.name}-s{args.samples}", samples=args.samples
-        )
+        scale = with_samples(scale, args.samples)
     return cases, scale
 
 

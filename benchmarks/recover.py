@@ -26,7 +26,7 @@ import numpy as np
 from benchmarks import registry
 from benchmarks.cmdline import Parser, UsageError, guarded
 from benchmarks.records import atomic_write_text
-from mdkeras.config import SCALES
+from mdkeras.config import SCALES, with_samples
 from mdkeras.datasets import DatasetSpec, load_or_build
 from mdkeras.encoding import ENCODINGS
 from mdkeras.errors import MdkerasError
@@ -295,13 +295,9 @@ def _main(argv) -> int:
     if args.seed < 0:
         raise UsageError(f"--seed {args.seed} is not allowed: expected an integer >= 0")
     scale = SCALES[args.scale]
-    samples, scale_name = scale.samples, scale.name
     if args.samples is not None:
-        if args.samples < 1000:
-            raise UsageError(
-                f"--samples {args.samples} is not allowed: expected an integer >= 1000"
-            )
-        samples, scale_name = args.samples, f"{scale.name}-s{args.samples}"
+        scale = with_samples(scale, args.samples)
+    samples, scale_name = scale.samples, scale.name
     if not args.no_plots:
         _pyplot()  # fail before hours of work, not after
     settings = physics_settings(registry.list_cases(None if args.all else args.pattern))

@@ -120,6 +120,19 @@ SCALES = {
 }
 
 
+MIN_SAMPLES = 1_000  # four configurations of 250 targets: train, validation, test and one more
+
+
+def with_samples(scale: Scale, samples: int) -> Scale:
+    """`scale` with another sample count (train + test), named `<scale>-s<samples>`."""
+    if isinstance(samples, bool) or int(samples) != samples or samples < MIN_SAMPLES:
+        raise MdkerasError(
+            f"--samples {samples} is not allowed: expected an integer >= {MIN_SAMPLES:,} "
+            "(at least four configurations of 250 targets)."
+        )
+    return dataclasses.replace(scale, name=f"{scale.name}-s{samples}", samples=int(samples))
+
+
 def get_scale(name: str) -> Scale:
     """The named scale, or one clear error listing the allowed names."""
     _check_choice("scale", name, tuple(SCALES))

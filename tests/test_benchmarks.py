@@ -458,3 +458,12 @@ def test_only_failed_records_report_and_gate(summary_dir, tmp_path, capsys):
     assert df.empty and "No successful runs." in (runs / "summary.md").read_text()
     assert main(["compare", "--reference", str(summary_dir / "summary.csv"), str(runs)]) == 1
     assert len(re.findall(r"\|\s*missing\s*\|", capsys.readouterr().out)) == 2
+
+
+def test_samples_override_is_one_rule_for_run_and_recover():
+    from mdkeras.config import SCALES, with_samples
+
+    scale = with_samples(SCALES["paper"], 250_000)
+    assert (scale.name, scale.samples, scale.max_epochs) == ("paper-s250000", 250_000, 30)
+    with pytest.raises(MdkerasError, match="--samples 999"):
+        with_samples(SCALES["smoke"], 999)
