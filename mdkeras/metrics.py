@@ -65,6 +65,10 @@ def cell_centre_forces(grids: np.ndarray, potential: str, window: float) -> np.n
     return np.einsum("sij,ijc->sc", grids.astype(np.float64), kernel)
 
 
+BAYES_SAMPLES = 50_000  # score every test sample up to this, so fraction_of_bayes is paired
+BAYES_DRAWS = 256  # position realisations per descriptor (SPEC's default M)
+
+
 def bayes_limit(
     grids: np.ndarray,
     true_classes: np.ndarray,
@@ -72,7 +76,7 @@ def bayes_limit(
     *,
     potential: str,
     window: float,
-    draws: int = 256,
+    draws: int = BAYES_DRAWS,
     seed: int = 0,
     chunk: int = 128,
 ) -> tuple[float, float]:

@@ -38,6 +38,8 @@ import numpy as np
 from mdkeras.encoding import make_encoder
 from mdkeras.errors import MdkerasError
 from mdkeras.metrics import (
+    BAYES_DRAWS,
+    BAYES_SAMPLES,
     bayes_limit,
     cell_centre_forces,
     classification_metrics,
@@ -609,8 +611,6 @@ def derived_points(potential: str, params: dict) -> dict:
 
 
 DERIVED_TRUTH = {"zero_crossing": LJ_ZERO, "well_minimum": LJ_WELL}
-BAYES_SAMPLES = 2_000  # as mdkeras.training
-BAYES_DRAWS = 256
 SHELL_START = 2.0  # free-form shells start this many cells from the target ...
 SHELL_WIDTH = 1.0  # ... and are this many cells wide
 

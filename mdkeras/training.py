@@ -20,6 +20,8 @@ from mdkeras.datasets import DatasetSpec, load_or_build
 from mdkeras.encoding import make_encoder
 from mdkeras.errors import MdkerasError
 from mdkeras.metrics import (
+    BAYES_DRAWS,
+    BAYES_SAMPLES,
     bayes_limit,
     cell_centre_forces,
     classification_metrics,
@@ -37,8 +39,6 @@ from mdkeras.symmetry import all_transforms
 RECORD_FORMAT_VERSION = 1
 LEARNING_RATE = 1e-3
 BATCH_SIZE = 128
-BAYES_SAMPLES = 2_000
-BAYES_DRAWS = 256
 
 
 def fit_encoder(case: Case, train_forces: np.ndarray):
