@@ -8,6 +8,9 @@
 - `descriptor.png` — particles around a target with the window and its grid, beside the count
   matrix they give (in the manner of the paper's Fig. 1); made from a seeded configuration.
 - `class-histograms.png` — training class histograms under the paper encoding, per setting.
+- `samples-<setting>.png` — joint accuracy and fraction of the Bayes limit against the number of
+  samples (`run --samples N`), one line per model variant of one setting (e.g.
+  `lj-rho0.50-w8-n28`), from every scale of one family (`paper`, `paper-s10000`, ...).
 
 Each `plot_*` function takes data and an output path and returns the path; PNGs are written
 atomically. Matplotlib (the `plot` extra) is imported only when a figure is drawn, with the Agg
@@ -31,13 +34,13 @@ import pandas as pd
 from benchmarks.cmdline import Parser, UsageError, guarded
 from benchmarks.records import load_records
 from benchmarks.report import summarize
-from mdkeras.config import PAPER_REFERENCE, SCALES
+from mdkeras.config import PAPER_REFERENCE, SCALES, Case
 from mdkeras.errors import MdkerasError
 
 PROG = "python -m benchmarks plot"
 DEFAULT_DIR = Path("results") / "paper"
 DEFAULT_CASE = "lj-rho0.50-w8-n28-lenet-paper"
-PLOTS = ("accuracy", "curves", "confusion", "descriptor", "histograms")
+PLOTS = ("accuracy", "curves", "confusion", "descriptor", "histograms", "samples")
 CENTRAL = (4, 5)  # the two central classes of the paper encoding with K = 10
 DPI = 120
 
@@ -102,13 +105,14 @@ def scale_size(record: dict) -> int:
 
 
 def choose_scale(records: Sequence[dict], scale: str | None = None) -> str:
-    """`scale` if some record has it, else the largest scale present (by samples)."""
+    """`scale` if some record has it, else the largest named scale present (`paper` before
+    `ci`), else the largest present (by samples): `--samples` variants never take the default."""
     present = {r["scale"]: scale_size(r) for r in records}
     if not present:
         raise MissingDataError("no successful records: expected at least one with status 'ok'.")
     if scale is None:
         known = {name: i for i, name in enumerate(SCALES)}
-        return max(present, key=lambda s: (present[s], known.get(s, -1), s))
+        return max(present, key=lambda s: (s in known, present[s], known.get(s, -1), s))
     if scale not in present:
         raise MdkerasError(
             f"--scale {scale!r} has no successful records: expected one of "
@@ -598,14 +602,143 @@ def plot_class_histograms(
     return save_figure(fig, out)
 
 
+# --- accuracy against the number of samples --------------------------------------------------
+
+
+def scale_family(scale: str) -> str:
+    """`paper` for `paper` and `paper-s250000`: the scale a `--samples` variant was made from."""
+    base, sep, tail = scale.rpartition("-s")
+    return base if sep and tail.isdigit() else scale
+
+
+def choose_setting(records: Sequence[dict], setting: str | None = None) -> str:
+    """`setting` if recorded, else that of `DEFAULT_CASE` if recorded, else the first's."""
+    settings = list(dict.fromkeys(Case.from_dict(r["case"]).setting for r in records))
+    if not settings:
+        raise MissingDataError("no successful records: expected at least one with status 'ok'.")
+    if setting is not None:
+        if setting not in settings:
+            raise MdkerasError(
+                f"--setting {setting!r} has no record here: expected one of "
+                f"{', '.join(map(repr, settings))}."
+            )
+        return setting
+    default = DEFAULT_CASE.rsplit("-", 2)[0]
+    return default if default in settings else settings[0]
+
+
+def sample_curve_table(
+    records: Sequence[dict], setting: str, family: str | None = None
+) -> pd.DataFrame:
+    """One row per (variant, samples) of `setting`, over one scale family (default: the one with
+    the most records): joint accuracy and fraction of Bayes (mean, sd, seeds) and the Bayes
+    limit (mean and the standard error of that mean)."""
+    rows = []
+    for r in records:
+        case = Case.from_dict(r["case"])
+        if r.get("status") != "ok" or case.setting != setting:
+            continue
+        base = r.get("baselines") or {}
+        rows.append(
+            {
+                "variant": case.variant,
+                "family": scale_family(r["scale"]),
+                "samples": scale_size(r),
+                "seed": r["seed"],
+                "joint_accuracy": r["metrics"]["joint_accuracy"],
+                "fraction_of_bayes": r.get("fraction_of_bayes", math.nan),
+                "bayes_limit": base.get("bayes_limit", math.nan),
+                "bayes_limit_se": base.get("bayes_limit_se", math.nan),
+            }
+        )
+    df = pd.DataFrame(rows)
+    if df.empty:
+        raise MissingDataError(f"no successful record of setting {setting!r}.")
+    if family is None:
+        family = df["family"].value_counts().sort_index().idxmax()
+    df = df[df["family"] == family].astype({"fraction_of_bayes": float})
+    table = (
+        df.groupby(["variant", "samples"])
+        .agg(
+            joint_accuracy=("joint_accuracy", "mean"),
+            joint_accuracy_sd=("joint_accuracy", "std"),
+            fraction_of_bayes=("fraction_of_bayes", "mean"),
+            fraction_of_bayes_sd=("fraction_of_bayes", "std"),
+            bayes_limit=("bayes_limit", "mean"),
+            bayes_limit_se=("bayes_limit_se", lambda v: math.sqrt(np.sum(np.square(v))) / len(v)),
+            seeds=("seed", "nunique"),
+        )
+        .reset_index()
+    )
+    table.insert(0, "family", family)
+    return table
+
+
+def check_sample_curve(table: pd.DataFrame) -> None:
+    """Raise `MissingDataError` unless some variant was run at two sample counts or more."""
+    counts = table.groupby("variant")["samples"].nunique()
+    if counts.empty or counts.max() < 2:
+        raise MissingDataError(
+            "no variant has records at two sample counts or more: expected runs with "
+            "`python -m benchmarks run ... --samples N` for several N."
+        )
+
+
+def plot_sample_curve(table: pd.DataFrame, setting: str, out: str | os.PathLike) -> Path:
+    """Left: joint accuracy (mean ± sd over seeds) against samples per variant, with the Bayes
+    limit (± se) and the paper's 71 %; right: the same as a fraction of the Bayes limit."""
+    check_sample_curve(table)
+    fig = _figure((11.0, 4.6))
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for i, (variant, g) in enumerate(table.groupby("variant", sort=True)):
+        g = g.sort_values("samples")
+        style = dict(color=f"C{i % 10}", marker="o", ms=5, lw=1.8, capsize=3, label=variant)
+        left.errorbar(g["samples"], g["joint_accuracy"], yerr=g["joint_accuracy_sd"], **style)
+        right.errorbar(
+            g["samples"], g["fraction_of_bayes"], yerr=g["fraction_of_bayes_sd"], **style
+        )
+    bayes = (
+        table.groupby("samples")
+        .agg(p=("bayes_limit", "mean"), se=("bayes_limit_se", "mean"))
+        .reset_index()
+    )
+    left.errorbar(
+        bayes["samples"],
+        bayes["p"],
+        yerr=bayes["se"],
+        fmt="s--",
+        color="black",
+        ms=4,
+        lw=1,
+        capsize=3,
+        label="Bayes limit ± se",
+    )
+    left.axhline(PAPER_REFERENCE, color="tab:red", ls=":", lw=1.3, label="paper's best (71 %)")
+    right.axhline(1.0, color="black", ls="--", lw=1, label="Bayes limit")
+    right.axhline(0.98, color="0.5", ls=":", lw=1, label="0.98 of it")
+    labels = ("joint accuracy (test split)", "fraction of the Bayes limit")
+    for ax, label in zip((left, right), labels, strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel("samples (train + test), log scale")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, frameon=False, loc="lower right")
+    family = table["family"].iloc[0]
+    fig.suptitle(
+        f"{setting}: accuracy against the number of samples ({family} scale, mean ± sd over seeds)",
+        fontsize=11,
+    )
+    return save_figure(fig, out)
+
+
 # --- command line ------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog=PROG,
-        description="Draw accuracy, learning-curve, confusion, descriptor and class-histogram "
-        "figures (PNG) from a record directory.",
+        description="Draw accuracy, learning-curve, confusion, descriptor, class-histogram and "
+        "accuracy-against-samples figures (PNG) from a record directory.",
     )
     parser.add_argument(
         "dir",
@@ -622,7 +755,16 @@ def build_parser() -> argparse.ArgumentParser:
         f"{DEFAULT_CASE} if recorded, else the first)",
     )
     parser.add_argument(
-        "--scale", metavar="NAME", help="scale to plot (default: the largest in DIR, by samples)"
+        "--scale",
+        metavar="NAME",
+        help="scale to plot (default: the largest named scale in DIR); for samples.png, the "
+        "scale family (default: the family with the most records)",
+    )
+    parser.add_argument(
+        "--setting",
+        metavar="NAME",
+        help="setting for samples.png, e.g. lj-rho0.50-w8-n28 (default: that of the default "
+        "case if recorded, else the first)",
     )
     parser.add_argument(
         "-k",
@@ -671,7 +813,7 @@ def render(args) -> list[Path]:
     _matplotlib()  # fail before any work if it is missing
     out = args.out if args.out is not None else args.dir
     written = []
-    records, case_recs, table, scale, case = [], [], None, None, None
+    records, case_recs, table, scale, case, loaded = [], [], None, None, None, []
     if set(selected) - {"descriptor"}:
         loaded = [r for _, r in load_records(args.dir) if r.get("status") == "ok"]
         if not loaded:
@@ -684,6 +826,9 @@ def render(args) -> list[Path]:
         case = choose_case(scaled, args.case)
         case_recs = case_records(scaled, case)
         table = accuracy_table(records)
+    setting = choose_setting(loaded, args.setting) if "samples" in selected else None
+    family = scale_family(args.scale) if args.scale else None
+    samples = {}  # the sample-size table, made by its check
     out.mkdir(parents=True, exist_ok=True)
     jobs = {
         "accuracy": lambda: plot_accuracy(
@@ -700,10 +845,19 @@ def render(args) -> list[Path]:
             paper_histograms(records, progress=lambda m: _note(f"plot: {m}")),
             out / "class-histograms.png",
         ),
+        "samples": lambda: plot_sample_curve(
+            samples["table"], setting, out / f"samples-{setting}.png"
+        ),
     }
+
+    def check_samples():
+        samples["table"] = sample_curve_table(loaded, setting, family)
+        check_sample_curve(samples["table"])
+
     checks = {
         "curves": lambda: check_history(case_recs),
         "confusion": lambda: check_confusion(_with_confusion(case_recs)),
+        "samples": check_samples,
     }
     drawable = []
     for name in selected:  # every check before any drawing: an error leaves nothing half-done

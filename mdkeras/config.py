@@ -59,22 +59,27 @@ class Case:
     @property
     def name(self) -> str:
         """`lj-rho0.50-w8-n28-lenet-paper`; non-default axes are appended (`-joint`, `-k20`)."""
-        parts = [
-            self.potential,
-            f"rho{self.density:.2f}",
-            f"w{_fmt_number(self.window)}",
-            f"n{self.grid}",
-            self.architecture,
-            self.encoding,
-        ]
+        return f"{self.setting}-{self.variant}"
+
+    @property
+    def setting(self) -> str:
+        """The data half of the name, `lj-rho0.50-w8-n28`: what the model sees and must predict."""
+        parts = [self.potential, f"rho{self.density:.2f}", f"w{_fmt_number(self.window)}"]
+        parts.append(f"n{self.grid}")
+        if self.sampler != "uniform":
+            parts.insert(0, self.sampler)
+        return "-".join(parts)
+
+    @property
+    def variant(self) -> str:
+        """The model half of the name, `lenet-paper[-joint][-k20][-d4]`: how it is learned."""
+        parts = [self.architecture, self.encoding]
         if self.head != "separate":
             parts.append(self.head)
         if self.classes != 10:
             parts.append(f"k{self.classes}")
         if self.augment:
             parts.append("d4")
-        if self.sampler != "uniform":
-            parts.insert(0, self.sampler)
         return "-".join(parts)
 
     @property

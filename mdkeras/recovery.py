@@ -251,9 +251,7 @@ def exclusion_radii(
 
     while r <= md[-1] and enough(r):
         # a radius that excludes no more cells than the previous one adds nothing
-        if not radii or np.searchsorted(md, radii[-1] - TOL * h) < np.searchsorted(
-            md, r - TOL * h
-        ):
+        if not radii or np.searchsorted(md, radii[-1] - TOL * h) < np.searchsorted(md, r - TOL * h):
             radii.append(r)
         r += step * h
     if len(radii) > MAX_RADII:
@@ -726,8 +724,13 @@ def recover(
         if bayes:
             nb = min(BAYES_SAMPLES, len(te))
             p, se = bayes_limit(
-                test_grids[:nb], true_cls[:nb], enc, potential=potential, window=window,
-                draws=BAYES_DRAWS, seed=seed,
+                test_grids[:nb],
+                true_cls[:nb],
+                enc,
+                potential=potential,
+                window=window,
+                draws=BAYES_DRAWS,
+                seed=seed,
             )
             entry.update(bayes_limit=p, bayes_limit_se=se, bayes_samples=nb)
             entry["linear_fraction_of_bayes"] = (
@@ -739,9 +742,7 @@ def recover(
         "model": MODEL_FORMS[potential],
         "parameters": parameters,
         "naive_cell_centre_fit": {k: float(v) for k, v in naive.items()},
-        "derived": {
-            k: _estimate(derived[k], derived_boot[k], DERIVED_TRUTH[k]) for k in derived
-        },
+        "derived": {k: _estimate(derived[k], derived_boot[k], DERIVED_TRUTH[k]) for k in derived},
         "deconvolution": {
             "cells": int(mask.sum()),
             "components": int(2 * mask.sum()),

@@ -115,6 +115,15 @@ def test_registry_has_108_unique_cases_with_readable_names():
     assert sum(c.paper_reference is not None for c in cases) == 6
 
 
+def test_a_name_is_its_setting_then_its_variant():
+    case = Case("lj", 0.5, 8.0, 28, "lenet", "paper", head="joint", classes=20, augment=True)
+    assert (case.setting, case.variant) == ("lj-rho0.50-w8-n28", "lenet-paper-joint-k20-d4")
+    assert case.name == "lj-rho0.50-w8-n28-lenet-paper-joint-k20-d4"
+    for case in registry.list_cases():
+        assert case.name == f"{case.setting}-{case.variant}"
+        assert case.variant == f"{case.architecture}-{case.encoding}"
+
+
 def test_get_case_round_trips_and_unknown_name_is_an_error():
     case = registry.get_case(LJ)
     assert case.name == LJ and Case.from_dict(case.to_dict()) == case

@@ -59,8 +59,9 @@ def _record(name: str, seed: int, scale: str = "ci", **drop) -> dict:
         },
         "scale": scale,
         "seed": seed,
-        "samples": {"smoke": 2_000, "ci": 10_000}[scale],
+        "samples": {"smoke": 2_000, "ci": 10_000, "ci-s20000": 20_000}[scale],
         "metrics": {"joint_accuracy": 0.65 + 0.01 * seed, "accuracy_x": 0.8, "accuracy_y": 0.79},
+        "fraction_of_bayes": (0.65 + 0.01 * seed) / 0.82,
         "baselines": {
             "majority": 0.21,
             "cell_centre": 0.81,
@@ -94,6 +95,7 @@ def record_dir(tmp_path):
         for seed in (0, 1):
             _write(d, _record(name, seed))
     _write(d, _record("lj-rho0.50-w8-n28-lenet-paper", 0, scale="smoke"))
+    _write(d, _record("lj-rho0.50-w8-n28-lenet-paper", 0, scale="ci-s20000"))  # run --samples
     return d
 
 
@@ -119,6 +121,7 @@ def test_every_png_is_drawn(record_dir, tmp_path, capsys):
         f"confusion-{case}.png",
         "descriptor.png",
         "class-histograms.png",
+        "samples-lj-rho0.50-w8-n28.png",
     }
     assert {p.name for p in out.iterdir()} == expected  # no temp files left behind
     for name in expected:
@@ -148,6 +151,37 @@ def test_plot_functions_return_their_paths(record_dir, tmp_path):
     hist = plots.paper_histograms(records)
     assert list(hist) == ["Coulomb ρ=0.50 W=5 n=28", "LJ ρ=0.50 W=8 n=16", "LJ ρ=0.50 W=8 n=28"]
     assert hist["LJ ρ=0.50 W=8 n=28"][0][4] == 3000
+
+
+def test_default_scale_is_a_named_one_not_a_samples_variant(record_dir):
+    records = [json.loads(p.read_text()) for p in sorted(record_dir.glob("*.json"))]
+    assert plots.choose_scale(records) == "ci"  # not ci-s20000, though it has more samples
+    assert plots.choose_scale(records, "ci-s20000") == "ci-s20000"
+    assert plots.scale_family("ci-s20000") == "ci" and plots.scale_family("paper") == "paper"
+
+
+def test_sample_curve_table_groups_variants_and_sample_counts(record_dir):
+    records = [json.loads(p.read_text()) for p in sorted(record_dir.glob("*.json"))]
+    d4 = _record("lj-rho0.50-w8-n28-lenet-paper", 0, scale="ci-s20000")
+    d4["case"]["augment"] = True
+    d4["metrics"]["joint_accuracy"] = 0.7
+    table = plots.sample_curve_table([*records, d4], "lj-rho0.50-w8-n28")
+    assert set(table["family"]) == {"ci"}  # the smoke record is another family
+    rows = {(row.variant, row.samples): row for row in table.itertuples()}
+    assert set(rows) == {
+        ("lenet-paper", 10_000),
+        ("lenet-paper", 20_000),
+        ("lenet-paper-d4", 20_000),
+    }
+    ten = rows["lenet-paper", 10_000]
+    assert ten.seeds == 2 and ten.joint_accuracy == pytest.approx(0.655)
+    assert ten.fraction_of_bayes == pytest.approx(0.655 / 0.82)
+    assert ten.bayes_limit_se == pytest.approx(0.009 / 2**0.5)
+    assert rows["lenet-paper-d4", 20_000].joint_accuracy == pytest.approx(0.7)
+    smoke = plots.sample_curve_table(records, "lj-rho0.50-w8-n28", "smoke")
+    assert list(smoke["samples"]) == [2_000]
+    with pytest.raises(plots.MissingDataError, match="two sample counts"):
+        plots.check_sample_curve(smoke)
 
 
 def test_recomputed_histogram_matches_the_dataset():
@@ -203,6 +237,8 @@ def test_missing_history_is_one_error_line(tmp_path, capsys):
         (["{missing}"], "no results directory"),
         (["{empty}"], "no records in"),
         (["{records}", "--case", "nope"], "--case 'nope' has no record"),
+        (["{records}", "--setting", "lj-rho9"], "--setting 'lj-rho9' has no record"),
+        (["{records}", "--only", "samples", "--scale", "smoke"], "two sample counts"),
         (["{records}", "--scale", "paper"], "--scale 'paper' has no successful records"),
         (["{records}", "-k", "alexnet"], "-k alexnet matches no record"),
         (["{records}", "--only", "pie"], "--only 'pie' is not allowed"),

@@ -41,7 +41,10 @@ def test_record_is_complete_and_json_serialisable(smoke_records):
     rec, _ = smoke_records
     json.dumps(rec, allow_nan=False)
     assert rec["epochs_run"] == SCALES["smoke"].max_epochs == len(rec["history"])
-    assert {"loss", "val_joint_accuracy", "seconds"} <= set(rec["history"][0])
+    assert {"loss", "val_joint_accuracy", "seconds", "learning_rate"} <= set(rec["history"][0])
+    assert [h["learning_rate"] for h in rec["history"]] == pytest.approx([1e-3, 1e-3])
+    assert rec["training"]["learning_rate"] == 1e-3 and rec["training"]["batch_size"] == 128
+    assert rec["training"]["plateau_factor"] is None  # LeNet: a constant rate, as in the paper
     assert rec["split_sizes"] == {"train": 1250, "val": 250, "test": 500}
     assert rec["paper_reference"] == 0.71
     assert rec["fraction_of_bayes"] == pytest.approx(
@@ -62,6 +65,38 @@ def test_joint_head_with_augmentation_and_quantile_encoding_trains(tmp_path):
     assert rec["case_name"] == "coulomb-rho0.50-w5-n16-lenet-quantile-joint-d4"
     assert rec["paper_reference"] is None
     assert 0.0 <= rec["metrics"]["joint_accuracy"] <= 1.0
+
+
+def test_recipes_cover_every_architecture_and_floor_the_patience():
+    from mdkeras.config import ARCHITECTURES, Scale
+    from mdkeras.training import RECIPES
+
+    assert set(RECIPES) == set(ARCHITECTURES)
+    forcemap = RECIPES["forcemap"]
+    assert forcemap.stop_patience(SCALES["paper"]) == 4  # 3 from the scale, floored at 4
+    assert forcemap.stop_patience(Scale("long", 1000, 50, patience=6)) == 6
+    assert forcemap.stop_patience(SCALES["smoke"]) is None  # smoke never stops early
+    assert RECIPES["lenet"].stop_patience(SCALES["paper"]) == 3
+    assert RECIPES["lenet"].callbacks() == [] and len(forcemap.callbacks()) == 1
+
+
+def test_forcemap_cuts_its_learning_rate_on_validation_plateaus(tmp_path):
+    from mdkeras.config import Scale
+
+    scale = Scale("tiny", samples=1_000, max_epochs=8, patience=1)
+    case = Case("lj", 0.5, 8.0, 16, architecture="forcemap")
+    rec = run_case(case, scale, 0, cache_dir=tmp_path, verbose=0)
+    assert rec["training"]["stop_patience"] == 4
+    rates = [h["learning_rate"] for h in rec["history"]]
+    val = [h["val_joint_accuracy"] for h in rec["history"]]
+    assert rates[0] == pytest.approx(1e-3)
+    for i in range(1, len(rates)):
+        best_before = max(val[: i - 1], default=-1.0)
+        if val[i - 1] > best_before:  # epoch i-1 improved: the rate is kept
+            assert rates[i] == pytest.approx(rates[i - 1])
+        else:  # a one-epoch plateau: the rate is cut by 0.3
+            assert rates[i] == pytest.approx(0.3 * rates[i - 1])
+    assert min(rates) < 1e-3, "expected at least one plateau in 8 epochs on 625 samples"
 
 
 def test_too_small_grid_is_rejected_before_any_work(tmp_path):
