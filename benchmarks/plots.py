@@ -632,7 +632,7 @@ def sample_curve_table(
 ) -> pd.DataFrame:
     """One row per (variant, samples) of `setting`, over one scale family (default: the one with
     the most records): joint accuracy and fraction of Bayes (mean, sd, seeds) and the Bayes
-    limit (mean and the standard error of that mean)."""
+    limit (mean and the standard error of that mean), which depends on the variant's encoding."""
     rows = []
     for r in records:
         case = Case.from_dict(r["case"])
@@ -642,6 +642,7 @@ def sample_curve_table(
         rows.append(
             {
                 "variant": case.variant,
+                "encoding": case.encoding,
                 "family": scale_family(r["scale"]),
                 "samples": scale_size(r),
                 "seed": r["seed"],
@@ -658,7 +659,7 @@ def sample_curve_table(
         family = df["family"].value_counts().sort_index().idxmax()
     df = df[df["family"] == family].astype({"fraction_of_bayes": float})
     table = (
-        df.groupby(["variant", "samples"])
+        df.groupby(["variant", "encoding", "samples"])
         .agg(
             joint_accuracy=("joint_accuracy", "mean"),
             joint_accuracy_sd=("joint_accuracy", "std"),
@@ -686,7 +687,8 @@ def check_sample_curve(table: pd.DataFrame) -> None:
 
 def plot_sample_curve(table: pd.DataFrame, setting: str, out: str | os.PathLike) -> Path:
     """Left: joint accuracy (mean ± sd over seeds) against samples per variant, with the Bayes
-    limit (± se) and the paper's 71 %; right: the same as a fraction of the Bayes limit."""
+    limit (± se, one line per encoding) and the paper's 71 %; right: the same as a fraction of
+    each variant's Bayes limit."""
     check_sample_curve(table)
     fig = _figure((11.0, 4.6))
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
@@ -697,22 +699,20 @@ def plot_sample_curve(table: pd.DataFrame, setting: str, out: str | os.PathLike)
         right.errorbar(
             g["samples"], g["fraction_of_bayes"], yerr=g["fraction_of_bayes_sd"], **style
         )
-    bayes = (
-        table.groupby("samples")
-        .agg(p=("bayes_limit", "mean"), se=("bayes_limit_se", "mean"))
-        .reset_index()
-    )
-    left.errorbar(
-        bayes["samples"],
-        bayes["p"],
-        yerr=bayes["se"],
-        fmt="s--",
-        color="black",
-        ms=4,
-        lw=1,
-        capsize=3,
-        label="Bayes limit ± se",
-    )
+    encodings = sorted(set(table["encoding"]))
+    for j, (encoding, g) in enumerate(table.groupby("encoding", sort=True)):
+        bayes = g.groupby("samples").agg(p=("bayes_limit", "mean"), se=("bayes_limit_se", "mean"))
+        left.errorbar(
+            bayes.index,
+            bayes["p"],
+            yerr=bayes["se"],
+            fmt="s" + ("--", "-.", ":")[j % 3],
+            color="black",
+            ms=4,
+            lw=1,
+            capsize=3,
+            label="Bayes limit ± se" + (f" ({encoding} encoding)" if len(encodings) > 1 else ""),
+        )
     left.axhline(PAPER_REFERENCE, color="tab:red", ls=":", lw=1.3, label="paper's best (71 %)")
     right.axhline(1.0, color="black", ls="--", lw=1, label="Bayes limit")
     right.axhline(0.98, color="0.5", ls=":", lw=1, label="0.98 of it")

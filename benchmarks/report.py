@@ -50,6 +50,7 @@ def flatten(record: dict) -> dict:
     row["epochs"] = _number(record.get("epochs_run"))
     row["train_seconds"] = _number((record.get("timing") or {}).get("train_seconds"))
     row["device"] = (record.get("provenance") or {}).get("device")
+    row["samples"] = _number(record.get("samples"))
     return row
 
 
@@ -95,10 +96,11 @@ def summarize(records: list[dict]) -> pd.DataFrame:
         row["epochs"] = group["epochs"].mean()
         row["train_seconds"] = group["train_seconds"].mean()
         row["device"] = "; ".join(sorted({str(d) for d in group["device"].dropna()}))
+        row["samples"] = group["samples"].max()
         out.append(row)
-    df = pd.DataFrame(out, columns=COLUMNS)
-    order = [*AXES, "scale", "case"]
-    return df.sort_values(order, kind="stable").reset_index(drop=True)
+    df = pd.DataFrame(out)
+    order = [*AXES, "samples", "scale", "case"]  # paper-s10000 before paper-s100000
+    return df.sort_values(order, kind="stable").reset_index(drop=True)[COLUMNS]
 
 
 def failures(records: list[dict]) -> list[str]:

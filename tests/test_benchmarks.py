@@ -271,6 +271,17 @@ def summary_dir(tmp_path):
     return runs
 
 
+def test_summary_orders_sample_variants_by_size_not_by_name():
+    recs = [
+        {**make_record(LJ, "ci", joint=0.6), "scale": "ci-s100000", "samples": 100_000},
+        {**make_record(LJ, "ci", joint=0.5), "scale": "ci-s25000", "samples": 25_000},
+        make_record(LJ, "ci", joint=0.55),
+    ]
+    df = report.summarize(recs)
+    assert list(df["scale"]) == ["ci", "ci-s25000", "ci-s100000"]
+    assert list(df.columns) == list(report.COLUMNS)  # the sort key is not a column
+
+
 def test_compare_identical_passes(summary_dir, capsys):
     df = report.load_summary(summary_dir / "summary.csv")
     assert compare.compare(df, df).empty
