@@ -19,7 +19,7 @@ from tabulate import tabulate
 from benchmarks import compare as compare_mod
 from benchmarks import executors, records, registry
 from benchmarks import report as report_mod
-from benchmarks.cmdline import Parser, guarded
+from benchmarks.cmdline import Parser, add_pattern, guarded
 from mdkeras.config import HEADS, SCALES, get_scale, with_samples
 from mdkeras.errors import MdkerasError
 
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list registered cases", description="List registered cases.")
     sel = p.add_mutually_exclusive_group()
-    _add_pattern(sel)
+    add_pattern(sel)
     _add_ci(sel)
     _add_exclude(p)
 
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sel = p.add_mutually_exclusive_group(required=True)
     sel.add_argument("--all", action="store_true", help="every registered case")
-    _add_pattern(sel)
+    add_pattern(sel)
     _add_ci(sel)
     _add_exclude(p)
     p.add_argument(
@@ -175,16 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub.add_parser(name, help=f"{text} (see `{name} --help`)", add_help=False)
     return parser
-
-
-def _add_pattern(group) -> None:
-    group.add_argument(
-        "-k",
-        dest="pattern",
-        action="append",
-        metavar="PATTERN",
-        help="glob over case names; a bare word matches as a substring (repeatable)",
-    )
 
 
 def _add_ci(group) -> None:

@@ -40,3 +40,14 @@ def fail(message: str, code: int = 2) -> int:
     """Print `error: message` (on one line) to stderr and return `code`."""
     print(f"error: {' '.join(message.split())}", file=sys.stderr)
     return code
+
+
+def add_pattern(group) -> None:
+    """The `-k PATTERN` case selector shared by `list`, `run` and `recover` (repeatable)."""
+    group.add_argument(
+        "-k",
+        dest="pattern",
+        action="append",
+        metavar="PATTERN",
+        help="glob over case names; a bare word matches as a substring (repeatable)",
+    )

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import registry
-from benchmarks.cmdline import Parser, UsageError, guarded
+from benchmarks.cmdline import Parser, UsageError, add_pattern, guarded
 from benchmarks.records import atomic_write_text
 from mdkeras.config import SCALES, with_samples
 from mdkeras.datasets import DatasetSpec, load_or_build
@@ -47,13 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sel = parser.add_mutually_exclusive_group(required=True)
     sel.add_argument("--all", action="store_true", help="every registered physics setting")
-    sel.add_argument(
-        "-k",
-        dest="pattern",
-        action="append",
-        metavar="PATTERN",
-        help="glob over case names; a bare word matches as a substring (repeatable)",
-    )
+    add_pattern(sel)
     parser.add_argument(
         "--scale",
         choices=tuple(SCALES),
