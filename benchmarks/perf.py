@@ -100,7 +100,10 @@ def kdtree_featurize(positions, box, targets, *, potential: str, window: float, 
     d -= box * np.round(d / box)
     keep = (
         (j != targets[t])
-        & (d[:, 0] >= -half) & (d[:, 0] < half) & (d[:, 1] >= -half) & (d[:, 1] < half)
+        & (d[:, 0] >= -half)
+        & (d[:, 0] < half)
+        & (d[:, 1] >= -half)
+        & (d[:, 1] < half)
     )
     t, d = t[keep], d[keep]
     cells = np.clip(np.floor((d + half) / (window / n)).astype(np.int64), 0, n - 1)
@@ -161,8 +164,13 @@ def bench_featurize(quick: bool) -> tuple[dict, bool]:
     speedup = best["scipy cKDTree"] / best["mdkeras.featurize"]
     limit = FEATURIZE_SECONDS_TARGET * n_targets / 50_000
     result = {
-        "potential": potential, "density": density, "window": window, "grid": grid,
-        "particles": PARTICLES, "configurations": n_configs, "targets": n_targets,
+        "potential": potential,
+        "density": density,
+        "window": window,
+        "grid": grid,
+        "particles": PARTICLES,
+        "configurations": n_configs,
+        "targets": n_targets,
         "repeats": FEATURIZE_REPEATS,
         "seconds": seconds,
         "best_seconds": best,
@@ -257,7 +265,12 @@ def bench_pipeline(quick: bool, repeats: int) -> dict:
             ds, epochs=1, shuffle=False, callbacks=[cb], verbose=0
         ),
         "in-memory arrays": lambda m, cb: m.fit(
-            x, labels, batch_size=PIPELINE_BATCH, shuffle=True, epochs=1, callbacks=[cb],
+            x,
+            labels,
+            batch_size=PIPELINE_BATCH,
+            shuffle=True,
+            epochs=1,
+            callbacks=[cb],
             verbose=0,
         ),
     }
@@ -282,9 +295,16 @@ def bench_pipeline(quick: bool, repeats: int) -> dict:
     pipe, mem = "tf.data (make_dataset)", "in-memory arrays"
     overhead = (median[pipe] / median[mem] - 1.0) * 100.0
     result = {
-        "potential": potential, "window": window, "grid": grid, "architecture": "lenet",
-        "head": "separate", "batch_size": PIPELINE_BATCH, "samples": samples,
-        "repeats": repeats, "deterministic_ops": True, "jit_compile": False,
+        "potential": potential,
+        "window": window,
+        "grid": grid,
+        "architecture": "lenet",
+        "head": "separate",
+        "batch_size": PIPELINE_BATCH,
+        "samples": samples,
+        "repeats": repeats,
+        "deterministic_ops": True,
+        "jit_compile": False,
         "epoch_seconds": epoch_s,
         "fit_seconds": fit_s,
         "median_epoch_seconds": median,
@@ -299,7 +319,11 @@ def bench_pipeline(quick: bool, repeats: int) -> dict:
     )
     rows = [
         [
-            name, median[name], min(epoch_s[name]), max(epoch_s[name]), rate[name],
+            name,
+            median[name],
+            min(epoch_s[name]),
+            max(epoch_s[name]),
+            rate[name],
             statistics.median(fit_s[name]),
         ]
         for name in fits
@@ -348,15 +372,28 @@ def bench_bayes(quick: bool) -> dict:
         encoder.fit(train_forces)
         t0 = time.perf_counter()
         p, se = bayes_limit(
-            grids, encoder.encode(forces), encoder, potential=potential, window=window,
-            draws=BAYES_DRAWS, seed=SEED,
+            grids,
+            encoder.encode(forces),
+            encoder,
+            potential=potential,
+            window=window,
+            draws=BAYES_DRAWS,
+            seed=SEED,
         )
         seconds = time.perf_counter() - t0
         _progress(f"bayes: {potential}: {seconds:.3f} s, estimate {p:.4f} ± {se:.4f}")
         label = f"{potential} rho={density:g} W={window:g} n={grid}"
         result["settings"].append(
-            {"setting": label, "potential": potential, "density": density, "window": window,
-             "grid": grid, "seconds": seconds, "bayes_limit": p, "standard_error": se}
+            {
+                "setting": label,
+                "potential": potential,
+                "density": density,
+                "window": window,
+                "grid": grid,
+                "seconds": seconds,
+                "bayes_limit": p,
+                "standard_error": se,
+            }
         )
         rows.append([label, samples, BAYES_DRAWS, seconds, f"{p:.4f} ± {se:.4f}"])
     print(f"\nbayes: bayes_limit on {samples:,} test descriptors x {BAYES_DRAWS} draws")
@@ -380,12 +417,17 @@ def build_parser() -> argparse.ArgumentParser:
         "against references; print a table each.",
     )
     parser.add_argument(
-        "what", nargs="*", metavar="WHAT",
+        "what",
+        nargs="*",
+        metavar="WHAT",
         help=f"what to time, any of {', '.join(WHATS)} (default: all)",
     )
     parser.add_argument("--quick", action="store_true", help="~10x smaller sizes (for tests)")
     parser.add_argument(
-        "--repeats", type=int, default=None, metavar="R",
+        "--repeats",
+        type=int,
+        default=None,
+        metavar="R",
         help=f"pipeline: timed epochs per input (default {PIPELINE_REPEATS}; 1 with --quick)",
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write all measurements")
@@ -413,9 +455,7 @@ def _main(argv) -> int:
     args = build_parser().parse_args(argv)
     unknown = [w for w in args.what if w not in WHATS]
     if unknown:
-        raise UsageError(
-            f"unknown benchmark {unknown[0]!r}: expected any of {', '.join(WHATS)}"
-        )
+        raise UsageError(f"unknown benchmark {unknown[0]!r}: expected any of {', '.join(WHATS)}")
     repeats = args.repeats
     if repeats is None:
         repeats = 1 if args.quick else PIPELINE_REPEATS

@@ -82,9 +82,7 @@ def physics_settings(cases) -> list[dict]:
     groups: dict[tuple, dict] = {}
     for case in cases:
         key = (case.potential, float(case.density), float(case.window), int(case.grid))
-        g = groups.setdefault(
-            key, {"key": key, "encodings": set(), "classes": set(), "cases": []}
-        )
+        g = groups.setdefault(key, {"key": key, "encodings": set(), "classes": set(), "cases": []})
         g["encodings"].add(case.encoding)
         g["classes"].add(int(case.classes))
         g["cases"].append(case.name)
@@ -201,19 +199,37 @@ def plot_force(record: dict, arrays: dict, path: Path) -> None:
     else:
         r = np.geomspace(h, window / np.sqrt(2.0), 400)
         keep = np.isfinite(shells) & (shells > 0)
-    band = np.array([model_force(potential, {k: v[i] for k, v in boot.items()}, r)
-                     for i in range(len(next(iter(boot.values()))))])
-    label = ", ".join(f"{k} = {v['value']:.4g} ± {v['error']:.2g}"
-                      for k, v in record["parameters"].items())
+    band = np.array(
+        [
+            model_force(potential, {k: v[i] for k, v in boot.items()}, r)
+            for i in range(len(next(iter(boot.values()))))
+        ]
+    )
+    label = ", ".join(
+        f"{k} = {v['value']:.4g} ± {v['error']:.2g}" for k, v in record["parameters"].items()
+    )
     ax.plot(r, pair_force(potential, r), "k-", lw=2, label="true f(r)")
     ax.plot(r, model_force(potential, params, r), "C3--", label=f"fit: {label}")
     ax.fill_between(r, *np.percentile(band, [16, 84], axis=0), color="C3", alpha=0.25, lw=0)
     ax.errorbar(
-        mid[keep], shells[keep], err[keep], xerr=0.5 * (edges[1] - edges[0]), fmt="o", ms=4,
-        color="C0", label="free-form shells (±1σ)",
+        mid[keep],
+        shells[keep],
+        err[keep],
+        xerr=0.5 * (edges[1] - edges[0]),
+        fmt="o",
+        ms=4,
+        color="C0",
+        label="free-form shells (±1σ)",
     )
-    ax.plot(mid[keep], arrays["shells_truth"][keep], "s", mfc="none", color="C2", ms=6,
-            label="true f projected on shells")
+    ax.plot(
+        mid[keep],
+        arrays["shells_truth"][keep],
+        "s",
+        mfc="none",
+        color="C2",
+        ms=6,
+        label="true f projected on shells",
+    )
     if potential == "lj":
         ax.axhline(0.0, color="0.6", lw=0.8)
         ax.set_ylim(-3.5, 8.0)
@@ -231,7 +247,8 @@ def plot_force(record: dict, arrays: dict, path: Path) -> None:
     phys = record["physics"]
     ax.set_title(
         f"{potential} ρ={phys['density']:g} W={phys['window']:g} n={phys['grid']}: "
-        f"{record['model']}, {record['samples']:,} samples", fontsize=10,
+        f"{record['model']}, {record['samples']:,} samples",
+        fontsize=10,
     )
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -258,8 +275,10 @@ def plot_kernel(record: dict, arrays: dict, path: Path) -> None:
     zmap = colormaps["PuOr"].with_extremes(bad="0.75")
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
     ext = (-half, half, -half, half)
-    for ax, img, title in ((axes[0], learned[..., 0], "learned k_x (least squares)"),
-                           (axes[1], true[..., 0], "true cell-averaged k_x")):
+    for ax, img, title in (
+        (axes[0], learned[..., 0], "learned k_x (least squares)"),
+        (axes[1], true[..., 0], "true cell-averaged k_x"),
+    ):
         im = ax.imshow(img, origin="lower", extent=ext, cmap=diverging, norm=norm)
         ax.set_title(title, fontsize=10)
         fig.colorbar(im, ax=ax, shrink=0.85)

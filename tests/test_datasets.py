@@ -14,8 +14,9 @@ from mdkeras.datasets import Dataset, DatasetSpec, generate, load_or_build
 from mdkeras.errors import MdkerasError
 from mdkeras.sampling import uniform_configuration
 
-SMALL = dict(potential="lj", density=0.5, window=8.0, grid=16, samples=400, seed=3,
-             particles=400, targets=50)
+SMALL = dict(
+    potential="lj", density=0.5, window=8.0, grid=16, samples=400, seed=3, particles=400, targets=50
+)
 
 
 def small(**change) -> DatasetSpec:
@@ -58,8 +59,7 @@ def test_samples_are_the_featurized_configurations(small_data):
     g, f = featurize_bruteforce(positions, box, targets, spec.potential, spec.window, spec.grid)
     rows = small_data.config == 2
     np.testing.assert_array_equal(small_data.grids[rows], g)
-    np.testing.assert_allclose(small_data.forces[rows], f, rtol=1e-9,
-                               atol=1e-12 * np.abs(f).max())
+    np.testing.assert_allclose(small_data.forces[rows], f, rtol=1e-9, atol=1e-12 * np.abs(f).max())
 
 
 def test_same_seed_same_bytes(small_data):
@@ -84,8 +84,16 @@ def test_configurations_are_independent(small_data):
 
 def test_key_depends_on_every_field():
     base = small()
-    changes = dict(potential="coulomb", density=0.6, window=7.0, grid=28, samples=450, seed=9,
-                   particles=500, targets=40)
+    changes = dict(
+        potential="coulomb",
+        density=0.6,
+        window=7.0,
+        grid=28,
+        samples=450,
+        seed=9,
+        particles=500,
+        targets=40,
+    )
     keys = {base.key()}
     for field, value in changes.items():
         spec = dataclasses.replace(base, **{field: value})
@@ -147,8 +155,9 @@ def test_paper_size_split_arithmetic():
 
 def test_paper_size_generated_dataset_splits():
     """The same arithmetic on a real 50,000-sample dataset (under a second to generate)."""
-    spec = DatasetSpec(potential="coulomb", density=0.5, window=5.0, grid=16, samples=50_000,
-                       seed=1)
+    spec = DatasetSpec(
+        potential="coulomb", density=0.5, window=5.0, grid=16, samples=50_000, seed=1
+    )
     data = generate(spec, progress=False)
     assert len(data.grids) == 50_000
     idx, configs = check_splits(data)
@@ -158,8 +167,9 @@ def test_paper_size_generated_dataset_splits():
     assert g.shape == (4_000, 16, 16) and f.shape == (4_000, 2)
 
 
-@pytest.mark.parametrize(("samples", "targets"), [(750, 250), (2000, 250), (10_000, 250),
-                                                  (1000, 100), (777, 37)])
+@pytest.mark.parametrize(
+    ("samples", "targets"), [(750, 250), (2000, 250), (10_000, 250), (1000, 100), (777, 37)]
+)
 def test_split_arithmetic_other_sizes(samples, targets):
     spec = small(samples=samples, targets=targets)
     c = spec.configurations
@@ -207,8 +217,8 @@ def grids_payload_offset(path):
         assert info.compress_type == zipfile.ZIP_STORED
     raw = path.read_bytes()
     start = info.header_offset
-    name_len = int.from_bytes(raw[start + 26:start + 28], "little")
-    extra_len = int.from_bytes(raw[start + 28:start + 30], "little")
+    name_len = int.from_bytes(raw[start + 26 : start + 28], "little")
+    extra_len = int.from_bytes(raw[start + 28 : start + 30], "little")
     data = start + 30 + name_len + extra_len
     return data + info.file_size // 2
 
@@ -244,10 +254,10 @@ def corrupt_empty(path):
     path.write_bytes(b"")
 
 
-@pytest.mark.parametrize("corrupt", [corrupt_truncate, corrupt_flip, corrupt_tamper,
-                                     corrupt_garbage, corrupt_empty])
-def test_corrupt_cache_is_detected_and_rebuilt(tmp_path, capsys, monkeypatch, small_data,
-                                               corrupt):
+@pytest.mark.parametrize(
+    "corrupt", [corrupt_truncate, corrupt_flip, corrupt_tamper, corrupt_garbage, corrupt_empty]
+)
+def test_corrupt_cache_is_detected_and_rebuilt(tmp_path, capsys, monkeypatch, small_data, corrupt):
     spec = small()
     path = tmp_path / spec.filename
     load_or_build(spec, cache_dir=tmp_path, progress=False)

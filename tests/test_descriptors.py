@@ -78,8 +78,9 @@ def assert_forces_close(actual, expected, scale, rtol=1e-10):
 def test_two_particles_cell_and_force(potential, d, cell, mirror_cell):
     target = np.array([10.0, 10.0])
     positions = np.array([target, target + d])
-    grids, forces = mdkeras.featurize(positions, 20.0, np.array([0, 1]), potential=potential,
-                                      window=4.0, grid=8)
+    grids, forces = mdkeras.featurize(
+        positions, 20.0, np.array([0, 1]), potential=potential, window=4.0, grid=8
+    )
     assert grids.dtype == np.uint8 and grids.shape == (2, 8, 8)
     assert forces.dtype == np.float64 and forces.shape == (2, 2)
     expected = np.zeros((8, 8), dtype=np.uint8)
@@ -150,8 +151,14 @@ def test_superposition(potential):
     b = np.concatenate([b, target + [[5.0, 0.5]]])  # plus one outside the window: adds nothing
 
     def run(neighbours):
-        return featurize(np.concatenate([target, neighbours]), 30.0, [0], potential=potential,
-                         window=8.0, grid=16)
+        return featurize(
+            np.concatenate([target, neighbours]),
+            30.0,
+            [0],
+            potential=potential,
+            window=8.0,
+            grid=16,
+        )
 
     g_ab, f_ab = run(np.concatenate([a, b]))
     g_a, f_a = run(a)
@@ -179,8 +186,9 @@ def test_d4_equivariance(sym_config, potential, grid, k):
     positions, box, targets = sym_config
     g, f = featurize(positions, box, targets, potential=potential, window=6.0, grid=grid)
     assert g.sum() > 0 and len(np.unique(g.reshape(len(g), -1), axis=0)) == len(g)
-    g2, f2 = featurize(transform_vectors(positions, k), box, targets, potential=potential,
-                       window=6.0, grid=grid)
+    g2, f2 = featurize(
+        transform_vectors(positions, k), box, targets, potential=potential, window=6.0, grid=grid
+    )
     np.testing.assert_array_equal(g2, transform_grids(g, k))
     np.testing.assert_allclose(f2, f @ MATRICES[k].T, rtol=1e-12, atol=1e-12 * np.abs(f).max())
 
@@ -194,13 +202,15 @@ def test_quarter_turn_and_reflection_explicitly(sym_config, potential):
     # 90 degrees counter-clockwise: (x, y) -> (-y, x); rows are +y, so the array turns clockwise
     g_rot, f_rot = featurize(np.stack([-y, x], axis=1), box, targets, **kw)
     np.testing.assert_array_equal(g_rot, np.rot90(g, -1, axes=(1, 2)))
-    np.testing.assert_allclose(f_rot, np.stack([-f[:, 1], f[:, 0]], axis=1), rtol=1e-12,
-                               atol=1e-12 * np.abs(f).max())
+    np.testing.assert_allclose(
+        f_rot, np.stack([-f[:, 1], f[:, 0]], axis=1), rtol=1e-12, atol=1e-12 * np.abs(f).max()
+    )
     # reflection x -> -x: the columns reverse
     g_ref, f_ref = featurize(np.stack([-x, y], axis=1), box, targets, **kw)
     np.testing.assert_array_equal(g_ref, g[:, :, ::-1])
-    np.testing.assert_allclose(f_ref, np.stack([-f[:, 0], f[:, 1]], axis=1), rtol=1e-12,
-                               atol=1e-12 * np.abs(f).max())
+    np.testing.assert_allclose(
+        f_ref, np.stack([-f[:, 0], f[:, 1]], axis=1), rtol=1e-12, atol=1e-12 * np.abs(f).max()
+    )
     # and the library's own element numbering agrees: k = 1 is the quarter turn, k = 4 the flip
     np.testing.assert_array_equal(transform_grids(g, 1), np.rot90(g, -1, axes=(1, 2)))
     np.testing.assert_array_equal(transform_grids(g, 4), g[:, :, ::-1])
@@ -248,8 +258,9 @@ def test_unwrapped_positions_give_the_same_result(potential):
     g, f = featurize(positions, box, targets, **kw)
     g2, f2 = featurize(shifted, box, targets, **kw)
     np.testing.assert_array_equal(g2, g)
-    _, _, _, scale = featurize_bruteforce(positions, box, targets, potential, 6.0, 16,
-                                          return_extra=True)
+    _, _, _, scale = featurize_bruteforce(
+        positions, box, targets, potential, 6.0, 16, return_extra=True
+    )
     assert_forces_close(f2, f, scale, rtol=1e-9)
 
 
@@ -348,8 +359,7 @@ def test_target_order_and_duplicates_do_not_matter():
     g2, f2 = featurize(positions, box, np.concatenate([targets[perm], targets[:3]]), **kw)
     np.testing.assert_array_equal(g2[:40], g[perm])
     np.testing.assert_array_equal(g2[40:], g[:3])
-    _, _, _, scale = featurize_bruteforce(positions, box, targets, "lj", 8.0, 28,
-                                          return_extra=True)
+    _, _, _, scale = featurize_bruteforce(positions, box, targets, "lj", 8.0, 28, return_extra=True)
     assert_forces_close(f2[:40], f[perm], scale[perm], rtol=1e-12)
     assert_forces_close(f2[40:], f[:3], scale[:3], rtol=1e-12)
 
@@ -378,8 +388,14 @@ def test_too_many_in_one_cell_is_an_error_not_a_wrap(count):
 
 # --- bad input -----------------------------------------------------------------------------
 
-GOOD = dict(positions=np.array([[1.0, 1.0], [2.0, 2.5], [5.0, 5.0]]), box=10.0,
-            targets=np.array([0, 1]), potential="lj", window=4.0, grid=8)
+GOOD = dict(
+    positions=np.array([[1.0, 1.0], [2.0, 2.5], [5.0, 5.0]]),
+    box=10.0,
+    targets=np.array([0, 1]),
+    potential="lj",
+    window=4.0,
+    grid=8,
+)
 
 
 @pytest.mark.parametrize(

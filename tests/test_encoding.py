@@ -28,29 +28,34 @@ def test_paper_bins_around_each_edge(f_max, classes):
     below = np.stack([e - eps, e - eps], axis=1)
     above = np.stack([e + eps, -(e + eps)], axis=1)
     k = np.arange(1, classes)
-    np.testing.assert_array_equal(encode(below, f_max=f_max, classes=classes),
-                                  np.stack([k - 1, k - 1], axis=1))
+    np.testing.assert_array_equal(
+        encode(below, f_max=f_max, classes=classes), np.stack([k - 1, k - 1], axis=1)
+    )
     # just above edge k is class k; the y column mirrors: -(edge k) - eps = edge (K-k) - eps
     # is class K-1-k
-    np.testing.assert_array_equal(encode(above, f_max=f_max, classes=classes),
-                                  np.stack([k, classes - 1 - k], axis=1))
+    np.testing.assert_array_equal(
+        encode(above, f_max=f_max, classes=classes), np.stack([k, classes - 1 - k], axis=1)
+    )
 
 
 def test_paper_bin_interiors():
     centres = -F_MAX + (np.arange(K) + 0.5) * 2 * F_MAX / K
     forces = np.stack([centres, centres[::-1]], axis=1)
-    np.testing.assert_array_equal(encode(forces, f_max=F_MAX, classes=K),
-                                  np.stack([np.arange(K), np.arange(K)[::-1]], axis=1))
+    np.testing.assert_array_equal(
+        encode(forces, f_max=F_MAX, classes=K), np.stack([np.arange(K), np.arange(K)[::-1]], axis=1)
+    )
 
 
 def test_paper_range_ends_and_clipping():
-    f = np.array([
-        [-F_MAX, F_MAX],  # exactly the ends: class 0 and K-1
-        [-F_MAX * (1 + 1e-12), F_MAX * (1 - 1e-12)],
-        [-1e30, 1e30],  # far outside: clipped
-        [-np.inf, np.inf],
-        [0.0, -0.0],  # zero sits on the middle edge: class K/2
-    ])
+    f = np.array(
+        [
+            [-F_MAX, F_MAX],  # exactly the ends: class 0 and K-1
+            [-F_MAX * (1 + 1e-12), F_MAX * (1 - 1e-12)],
+            [-1e30, 1e30],  # far outside: clipped
+            [-np.inf, np.inf],
+            [0.0, -0.0],  # zero sits on the middle edge: class K/2
+        ]
+    )
     got = encode(f, f_max=F_MAX, classes=K)
     assert got.dtype == np.int64 and got.shape == (5, 2)
     np.testing.assert_array_equal(got, [[0, 9], [0, 9], [0, 9], [0, 9], [5, 5]])
@@ -78,8 +83,9 @@ def test_public_encode_equals_paper_encoder():
     enc = PaperEncoder(F_MAX, K)
     np.testing.assert_array_equal(mdkeras.encode(f, f_max=F_MAX, classes=K), enc.encode(f))
     np.testing.assert_array_equal(enc.fit(f).encode(f), enc.encode(f))  # fit changes no edges
-    np.testing.assert_array_equal(make_encoder("paper", classes=K, f_max=F_MAX).encode(f),
-                                  enc.encode(f))
+    np.testing.assert_array_equal(
+        make_encoder("paper", classes=K, f_max=F_MAX).encode(f), enc.encode(f)
+    )
 
 
 def test_paper_decoding_centres_and_edge_medians():
@@ -88,28 +94,32 @@ def test_paper_decoding_centres_and_edge_medians():
     centres = -F_MAX + width * (np.arange(K) + 0.5)
     k = np.stack([np.arange(K), np.arange(K)], axis=1)
     np.testing.assert_allclose(enc.decode(k), np.stack([centres, centres], axis=1), rtol=1e-14)
-    train = np.array([
-        [-100.0, 7.0],
-        [-50.0, 3.0],
-        [-3.0, 2.6],  # x class 0: -100, -50, -3 -> median -50; y class 9: 7, 3, 2.6 -> 3
-        [0.1, -2.6],  # y class 0: -2.6 alone
-        [4.0, 0.2],  # x class 9: 4 and 2.51 -> median 3.255
-        [2.51, 0.3],
-    ])
+    train = np.array(
+        [
+            [-100.0, 7.0],
+            [-50.0, 3.0],
+            [-3.0, 2.6],  # x class 0: -100, -50, -3 -> median -50; y class 9: 7, 3, 2.6 -> 3
+            [0.1, -2.6],  # y class 0: -2.6 alone
+            [4.0, 0.2],  # x class 9: 4 and 2.51 -> median 3.255
+            [2.51, 0.3],
+        ]
+    )
     enc.fit(train)
     decoded = enc.decode(k)
     assert decoded[0, 0] == pytest.approx(-50.0) and decoded[K - 1, 0] == pytest.approx(3.255)
     assert decoded[0, 1] == pytest.approx(-2.6) and decoded[K - 1, 1] == pytest.approx(3.0)
-    np.testing.assert_allclose(decoded[1:-1], np.stack([centres, centres], axis=1)[1:-1],
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        decoded[1:-1], np.stack([centres, centres], axis=1)[1:-1], rtol=1e-14
+    )
     # decoding then encoding the inner classes is the identity
     np.testing.assert_array_equal(enc.encode(decoded)[1:-1], k[1:-1])
 
 
 def test_paper_decoding_mixed_classes_shape():
     enc = PaperEncoder(1.0, 4)  # centres -0.75, -0.25, 0.25, 0.75
-    np.testing.assert_allclose(enc.decode(np.array([[0, 3], [2, 1]])),
-                               [[-0.75, 0.75], [0.25, -0.25]])
+    np.testing.assert_allclose(
+        enc.decode(np.array([[0, 3], [2, 1]])), [[-0.75, 0.75], [0.25, -0.25]]
+    )
 
 
 @pytest.mark.parametrize("f_max", [0.0, -1.0, float("nan"), float("inf")])

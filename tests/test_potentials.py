@@ -58,8 +58,9 @@ def test_lj_hand_values_have_the_expected_signs():
 
 def test_lj_most_attractive_at_26_over_7_to_the_sixth():
     r_star = (26.0 / 7.0) ** (1.0 / 6.0)
-    res = minimize_scalar(lambda r: pair_force("lj", r), bounds=(1.0, 3.0), method="bounded",
-                          options={"xatol": 1e-10})
+    res = minimize_scalar(
+        lambda r: pair_force("lj", r), bounds=(1.0, 3.0), method="bounded", options={"xatol": 1e-10}
+    )
     assert res.x == pytest.approx(r_star, abs=1e-6)
     grid = np.linspace(1.0, 5.0, 40_001)
     f = pair_force("lj", grid)
@@ -130,8 +131,9 @@ def test_f_max_rejects_bad_cell(cell):
         lambda: f_max("morse", 0.5),
         lambda: force_on_target("morse", np.array([1.0, 0.0])),
         lambda: check_potential("morse"),
-        lambda: mdkeras.featurize(np.zeros((2, 2)) + [[0, 0], [1, 1]], 10.0, [0],
-                                  potential="morse", window=4.0, grid=8),
+        lambda: mdkeras.featurize(
+            np.zeros((2, 2)) + [[0, 0], [1, 1]], 10.0, [0], potential="morse", window=4.0, grid=8
+        ),
     ],
 )
 def test_unknown_potential_names_bad_and_allowed_values(call):
@@ -164,8 +166,7 @@ def test_repulsion_pushes_target_away():
 
 def test_attraction_pulls_target_towards_neighbour():
     # LJ at r = 2 is attractive: f = -0.181640625; neighbour at -2 x pulls the target to -x
-    np.testing.assert_allclose(force_on_target("lj", [-2.0, 0.0]), [-0.181640625, 0.0],
-                               rtol=1e-14)
+    np.testing.assert_allclose(force_on_target("lj", [-2.0, 0.0]), [-0.181640625, 0.0], rtol=1e-14)
     d = np.array([1.2, -0.9])  # r = 1.5, attractive
     F = force_on_target("lj", d)
     assert np.dot(F, d) > 0  # towards the neighbour

@@ -160,8 +160,9 @@ def test_parameters_sit_within_their_bootstrap_intervals_at_the_stated_rate():
     within2 = {"A": 0, "p": 0}
     for seed in range(10):
         spec = DatasetSpec("coulomb", 0.5, 5.0, 16, 5_000, 100 + seed, targets=50)
-        summary, _ = rc.recover(generate(spec, progress=False), bootstrap=32, seed=seed,
-                                bayes=False)
+        summary, _ = rc.recover(
+            generate(spec, progress=False), bootstrap=32, seed=seed, bayes=False
+        )
         for name, est in summary["parameters"].items():
             assert est["error"] < 0.01 * est["truth"]
             within1[name] += abs(est["z"]) <= 1.0

@@ -64,8 +64,9 @@ def test_all_transforms_matches_transform_vectors():
         np.testing.assert_array_equal(allv[:, k], transform_vectors(v, k))
         np.testing.assert_array_equal(transform_vectors(v, k), v @ MATRICES[k].T)
     # lengths are preserved and the 8 images of a generic vector are distinct
-    np.testing.assert_allclose(np.linalg.norm(allv, axis=-1),
-                               np.repeat(np.linalg.norm(v, axis=-1)[:, None], 8, axis=1))
+    np.testing.assert_allclose(
+        np.linalg.norm(allv, axis=-1), np.repeat(np.linalg.norm(v, axis=-1)[:, None], 8, axis=1)
+    )
     assert len(np.unique(np.round(allv[0], 12), axis=0)) == 8
 
 
@@ -91,8 +92,9 @@ def test_transform_grids_composes_like_matrices():
     g = np.random.default_rng(1).integers(0, 255, size=(3, 6, 6), dtype=np.uint8)
     for a, b in itertools.product(range(8), repeat=2):
         c = index_of(MATRICES[b] @ MATRICES[a])  # first a, then b
-        np.testing.assert_array_equal(transform_grids(transform_grids(g, a), b),
-                                      transform_grids(g, c))
+        np.testing.assert_array_equal(
+            transform_grids(transform_grids(g, a), b), transform_grids(g, c)
+        )
 
 
 def test_transform_grids_batch_shape_and_dtype():
