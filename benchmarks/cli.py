@@ -1,7 +1,9 @@
 """`python -m benchmarks`: list, run, report and compare benchmark cases.
 
-Exit codes: 0 success; 1 a case failed (run) or accuracy dropped (compare); 2 bad input, printed
-as one `error: ...` line on stderr. TensorFlow is imported only when a case actually runs.
+Exit codes: 0 success; 1 a case failed or its record could not be saved (run), or accuracy
+dropped (compare); 2 bad input, printed as one `error: ...` line on stderr. Every argument is
+checked before any work starts; TensorFlow is imported only where a case actually runs (a
+worker process, or this one with `--executor inline`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -17,14 +21,19 @@ from pathlib import Path
 from tabulate import tabulate
 
 from benchmarks import compare as compare_mod
-from benchmarks import executors, records, registry
+from benchmarks import executors, plan, records, registry
 from benchmarks import report as report_mod
-from benchmarks.cmdline import Parser, add_pattern, guarded
+from benchmarks.cmdline import Parser, add_pattern, check_directory, directory_arg, guarded
+from benchmarks.plan import format_duration
+from mdkeras.checks import check_int
 from mdkeras.config import HEADS, SCALES, get_scale, with_samples
+from mdkeras.datasets import CACHE_ENV, default_cache_dir
 from mdkeras.errors import MdkerasError
 
 PROG = "python -m benchmarks"
 DEFAULT_SCALE = "smoke"
+MAX_SEED = 2**32 - 1  # seeds feed NumPy's and TensorFlow's 32-bit seeding
+RECORD_BYTES = 256 * 1024  # room one record needs on disk (they are ~20-100 KB)
 
 
 def default_out(scale: str) -> Path:
@@ -62,11 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds",
         default="0",
         metavar="0,1,2",
-        help="comma-separated seeds, integers >= 0 (default 0)",
+        help=f"comma-separated seeds, integers in [0, {MAX_SEED}] (default 0)",
     )
-    p.add_argument(
-        "--out", type=Path, metavar="DIR", help="record directory (default results/runs/<scale>)"
-    )
+    p.add_argument("--out", metavar="DIR", help="record directory (default results/runs/<scale>)")
     p.add_argument(
         "--resume",
         action="store_true",
@@ -88,22 +95,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="samples (train + test) instead of the scale's; the scale is named <scale>-s<N>",
     )
-    p.add_argument("--dry-run", action="store_true", help="show what would run or be skipped")
-    p.add_argument("--cache-dir", type=Path, metavar="DIR", help="dataset cache for run_case")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show the plan (what would run or be skipped, and the time estimate)",
+    )
+    p.add_argument(
+        "--cache-dir", metavar="DIR", help=f"dataset cache (default ${CACHE_ENV} or ~/.cache)"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no per-epoch progress")
     g = p.add_argument_group("executors (where each (case, seed) runs)")
     g.add_argument(
         "--executor",
         choices=executors.EXECUTORS,
         default="local",
-        help="local: a fresh worker process per (case, seed) on this machine (default); "
-        "ray: one Ray task per (case, seed) on a Ray cluster",
+        help="local: worker processes on this machine, several (case, seed) per process on "
+        "CPU and a fresh one per (case, seed) with GPUs (default); inline: one after the other "
+        "in this process (for debuggers); ray: one Ray task per (case, seed) on a Ray cluster",
     )
     g.add_argument(
         "--jobs",
         type=int,
         metavar="N",
-        help="local: run N at once (default: 1, or one per visible GPU); "
+        help=f"local: run N at once (default: one per visible GPU; on CPU {executors.CPU_JOBS}, "
+        "or 1 on a one-core machine); "
         "with GPUs each job gets one GPU via CUDA_VISIBLE_DEVICES",
     )
     g.add_argument(
@@ -139,12 +154,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help=f"record directory (default {default_out(DEFAULT_SCALE)})",
     )
+    p.add_argument(
+        "--readme",
+        type=Path,
+        metavar="FILE",
+        help="instead: rewrite FILE's generated tables (<!-- mdkeras:table NAME --> sections) "
+        "from the committed records under results/ beside it",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="with --readme: write nothing; exit 1 if FILE's tables are out of date",
+    )
 
     p = sub.add_parser(
         "compare",
         help="accuracy gate against a reference summary.csv",
         description="Exit 1 if a reference case's joint accuracy dropped by more than the "
-        "tolerance or is missing from DIR; 0 otherwise.",
+        "tolerance, its model did not learn, or it is missing from DIR; 0 otherwise.",
     )
     p.add_argument(
         "--reference",
@@ -206,29 +233,20 @@ def select_cases(args) -> list:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """`"0,1,2"` → `[0, 1, 2]`; anything else is one clear error."""
+    """`"0,1,2"` -> `[0, 1, 2]`; each seed an integer in [0, 2**32 - 1], listed once."""
     seeds = []
     for item in text.split(","):
         item = item.strip()
-        if not item.isdigit():
+        if not (item.isascii() and item.isdigit()):
             raise MdkerasError(
-                f"--seeds {text!r} is not allowed: expected comma-separated integers >= 0, "
-                "e.g. --seeds 0,1,2."
+                f"--seeds {text!r} is not allowed: expected comma-separated integers in "
+                f"[0, {MAX_SEED}], e.g. --seeds 0,1,2."
             )
-        if int(item) in seeds:
-            raise MdkerasError(f"--seeds {text!r} repeats seed {int(item)}: list each seed once.")
-        seeds.append(int(item))
+        seed = check_int("--seeds", int(item), min=0, max=MAX_SEED, hint="e.g. --seeds 0,1,2")
+        if seed in seeds:
+            raise MdkerasError(f"--seeds {text!r} repeats seed {seed}: list each seed once.")
+        seeds.append(seed)
     return seeds
-
-
-def format_duration(seconds: float) -> str:
-    """`83 → '1m23s'`, `7300 → '2h01m'`."""
-    seconds = int(round(max(seconds, 0)))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _cmd_list(args) -> int:
@@ -252,41 +270,76 @@ def _cmd_list(args) -> int:
     return 0
 
 
-def _training():
-    """`mdkeras.training`, imported on first use (it brings in TensorFlow)."""
-    try:
-        return importlib.import_module("mdkeras.training")
-    except ImportError as e:
-        raise MdkerasError(
-            f"cannot import mdkeras.training ({e}): expected mdkeras and its dependencies "
-            "(TensorFlow, Keras, tqdm) installed; run pip install -e ."
-        ) from None
-
-
 def _plan(args, cases, scale, seeds, out) -> list[tuple]:
     """(action, case, seed, path) per pair; action is run, overwrite, retry or skip."""
-    plan = []
+    plan_ = []
     for seed in seeds:
         for case in cases:
             path = records.record_path(out, case.name, scale.name, seed)
             if args.resume and path.exists():
-                version = _training().RECORD_FORMAT_VERSION
-                action = records.resume_decision(path, case, scale, seed, version)
+                action = records.resume_decision(path, case, scale, seed)
             else:
                 action = "overwrite" if path.exists() else "run"
-            plan.append((action, case, seed, path))
-    return plan
+            plan_.append((action, case, seed, path))
+    return plan_
 
 
-def _ensure_writable(out: Path) -> None:
+def check_free_space(out: Path, runs: int) -> None:
+    """One error, before any training, if `out` has no room for the records of `runs`."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as e:
+        free = shutil.disk_usage(out).free
+    except OSError:
+        return
+    need = RECORD_BYTES * (runs + 4)  # + the summary files
+    if free < need:
         raise MdkerasError(
-            f"cannot write to --out {out} ({e.strerror or e}): choose a writable directory."
-        ) from None
+            f"--out {out} has {free / 1024:,.0f} KiB free, and {runs} record(s) and the summary "
+            f"need about {need / 1024:,.0f} KiB: free some space or choose another --out."
+        )
+
+
+def _cache_dir(args) -> tuple[str, Path]:
+    """The dataset cache `run` will use, and the option or variable that chose it."""
+    cache = directory_arg("--cache-dir", args.cache_dir)
+    if cache is not None:
+        return "--cache-dir", cache
+    return (CACHE_ENV if os.environ.get(CACHE_ENV) else "the dataset cache"), default_cache_dir()
+
+
+class RecordSaver:
+    """Writes each record to its path; if that fails (a full disk, a vanished directory), keeps
+    the record in a fallback directory and says where, so no computed result is lost."""
+
+    def __init__(self, fallback_dirs=None):
+        self.fallback_dirs = fallback_dirs or [
+            Path(tempfile.gettempdir()) / "mdkeras-unsaved",
+            Path.home() / "mdkeras-unsaved",
+        ]
+        self.unsaved: list[Path] = []
+
+    def __call__(self, path: Path, record: dict) -> Path:
+        try:
+            return records.write_record(path, record)
+        except (OSError, MdkerasError) as e:
+            reason = getattr(e, "strerror", None) or str(e)
+            for directory in self.fallback_dirs:
+                try:
+                    directory.mkdir(parents=True, exist_ok=True)
+                    kept = records.write_record(directory / path.name, record)
+                except (OSError, MdkerasError):
+                    continue
+                self.unsaved.append(kept)
+                print(
+                    f"warning: cannot write record {path} ({reason}); kept it as {kept}: move "
+                    f"it into {path.parent} once there is room (then --resume skips it)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return kept
+            raise MdkerasError(
+                f"cannot write record {path} ({reason}), nor a copy in "
+                f"{', '.join(map(str, self.fallback_dirs))}: free some disk space."
+            ) from None
 
 
 def run_variants(args, cases: list, scale):
@@ -303,51 +356,72 @@ def run_variants(args, cases: list, scale):
 
 
 def _cmd_run(args) -> int:
+    # Every check comes before any work: nothing runs, and TensorFlow is not imported, until
+    # the whole command line is known to be good.
     seeds = parse_seeds(args.seeds)
     executors.check_options(args)
     cases, scale = run_variants(args, select_cases(args), get_scale(args.scale))
-    out = args.out if args.out is not None else default_out(scale.name)
-    plan = _plan(args, cases, scale, seeds, out)
-    todo = [p for p in plan if p[0] != "skip"]
+    plan.check_memory(scale.samples, max(c.grid for c in cases))
+    out = directory_arg("--out", args.out)
+    out = out if out is not None else default_out(scale.name)
+    cache_flag, cache = _cache_dir(args)
+    args.cache_dir = cache
+    check_directory(cache_flag, cache, create=not args.dry_run)
+    check_directory("--out", out, create=False)
+    pairs = _plan(args, cases, scale, seeds, out)
+    todo = [p for p in pairs if p[0] != "skip"]
+    skipped = len(pairs) - len(todo)
+    jobs = [executors.Job(k, case, seed, path) for k, (_, case, seed, path) in enumerate(todo, 1)]
+    at_once = args.jobs or 1
+    if args.executor == "local" and args.jobs is None:
+        at_once = executors.default_jobs(executors.visible_gpus())
+    if args.executor == "ray" or at_once > 1:
+        jobs = executors.schedule(jobs)
+    estimates = {job.k: plan.estimate_seconds(job.case, scale) for job in jobs}
+    serial = sum(estimates.values())
+    if args.executor == "local" and jobs:
+        serial += plan.WORKER_START_SECONDS * -(-len(jobs) // executors.CPU_CASES_PER_WORKER)
+    cpu = args.executor != "ray" and not executors.visible_gpus()
+    wall = plan.wall_seconds(serial, min(at_once, len(jobs)), cpu=cpu)
+    summary_line = plan.describe_plan(len(cases), len(seeds), len(todo), skipped, wall)
 
     if args.dry_run:
-        rows = [[action, case.name, seed, str(path)] for action, case, seed, path in plan]
+        rows = [[action, case.name, seed, str(path)] for action, case, seed, path in pairs]
         print(tabulate(rows, headers=["action", "case", "seed", "record"], tablefmt="plain"))
+        print(summary_line)
         print(
-            f"dry run, scale {scale.name}: would run {len(todo)}, "
-            f"skip {len(plan) - len(todo)}; nothing written"
+            f"dry run, scale {scale.name}: would run {len(todo)}, skip {skipped}; nothing written"
         )
         return 0
 
-    _ensure_writable(out)
-    skipped = len(plan) - len(todo)
-    if skipped:
-        print(f"skipping {skipped} (case, seed) with a valid record in {out}", file=sys.stderr)
-    failed = 0
-    start = time.monotonic()
-    if todo:
-        training = _training()
-        kwargs = executors.run_kwargs(args, training)
-        jobs = [
-            executors.Job(k, case, seed, path) for k, (_, case, seed, path) in enumerate(todo, 1)
-        ]
+    check_directory("--out", out, create=True)
+    check_free_space(out, len(todo))
+    executor = None
+    if jobs:  # before the plan is printed: a cluster that cannot be reached is one error line
         executor = executors.make_executor(
             args.executor,
             jobs=args.jobs,
             address=args.address,
-            training=training,
             total=len(jobs),
+            out=out,
             quiet=args.quiet,
         )
-        if executor.capacity > 1:
-            jobs = executors.schedule(jobs)
+    print(summary_line, file=sys.stderr, flush=True)
+    if skipped:
+        print(f"skipping {skipped} (case, seed) with a valid record in {out}", file=sys.stderr)
+    failed = 0
+    saver = RecordSaver()
+    start = time.monotonic()
+    if executor is not None:
+        progress = plan.Progress(len(jobs), estimates=estimates, quiet=args.quiet)
         failed = executors.run_jobs(
             jobs,
             executor,
             scale=scale,
-            kwargs=kwargs,
-            format_version=training.RECORD_FORMAT_VERSION,
-            format_duration=format_duration,
+            options=executors.run_options(args),
+            format_version=records.RUN_FORMAT_VERSION,
+            progress=progress,
+            save=saver,
         )
 
     total = format_duration(time.monotonic() - start)
@@ -356,12 +430,32 @@ def _cmd_run(args) -> int:
         f"{skipped} skipped; records in {out}",
         file=sys.stderr,
     )
-    df = report_mod.report(out)
+    if saver.unsaved:
+        print(
+            f"warning: {len(saver.unsaved)} record(s) could not be written to {out} and are "
+            f"kept in {saver.unsaved[0].parent}",
+            file=sys.stderr,
+        )
+    try:
+        df = report_mod.report(out)
+    except MdkerasError as e:
+        if not saver.unsaved:
+            raise
+        print(f"warning: no summary table: {e}", file=sys.stderr)
+        return 1
     print(report_mod.to_markdown(df), end="")
-    return 1 if failed else 0
+    print(f"summary table: {out / 'summary.md'} (and {out / 'summary.csv'})", file=sys.stderr)
+    return 1 if failed or saver.unsaved else 0
 
 
 def _cmd_report(args) -> int:
+    if args.readme is not None:
+        changed = report_mod.update_readme(args.readme, check=args.check)
+        state = "out of date" if changed and args.check else "updated" if changed else "up to date"
+        print(f"{args.readme}: generated tables {state}", file=sys.stderr)
+        return 1 if changed and args.check else 0
+    if args.check:
+        raise MdkerasError("--check is allowed only with --readme FILE.")
     df = report_mod.report(args.dir)
     print(report_mod.to_markdown(df), end="")
     print(f"wrote {args.dir / 'summary.csv'} and {args.dir / 'summary.md'}", file=sys.stderr)
@@ -385,7 +479,7 @@ def _cmd_compare(args) -> int:
     if len(problems):
         print(
             f"FAIL: {len(problems)} of {len(table)} reference case(s) dropped by more than "
-            f"{args.tolerance:g} or missing"
+            f"{args.tolerance:g}, collapsed or missing"
         )
         return 1
     print(f"OK: {len(table)} reference case(s) within {args.tolerance:g}")

@@ -4,8 +4,11 @@ line, and the one place that turns bad input into `error: ...` on stderr and exi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from mdkeras.errors import MdkerasError
 
@@ -51,3 +54,45 @@ def add_pattern(group) -> None:
         metavar="PATTERN",
         help="glob over case names; a bare word matches as a substring (repeatable)",
     )
+
+
+def directory_arg(flag: str, text: str | None) -> Path | None:
+    """A directory option's path; `''` is an error (it would silently mean the working dir)."""
+    if text is None:
+        return None
+    if not str(text).strip():
+        raise MdkerasError(f"{flag} {str(text)!r} is not allowed: expected a directory path.")
+    return Path(text)
+
+
+def check_directory(flag: str, path: Path, *, create: bool) -> None:
+    """One error unless `path` is (or, with `create`, can be made) a directory this process can
+    write files in; `create=False` checks without making anything (for --dry-run)."""
+    fix = "choose a writable directory"
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        what = "it is a file" if existing == path else f"{existing} is a file"
+        raise MdkerasError(f"cannot write to {flag} {path} ({what}): {fix}.")
+    if not create:
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise MdkerasError(f"cannot write to {flag} {path} (permission denied): {fix}.")
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise MdkerasError(f"cannot write to {flag} {path} ({e.strerror or e}): {fix}.") from None
+
+
+def check_output_file(flag: str, text: str) -> Path:
+    """The path of an output file option, checked before any work: not empty, not a
+    directory, and in a directory that exists or can be made and is writable."""
+    path = directory_arg(flag, text)
+    if path.is_dir():
+        raise MdkerasError(f"cannot write {flag} {path} (it is a directory): name a file.")
+    check_directory(flag, path.parent if str(path.parent) else Path("."), create=True)
+    return path

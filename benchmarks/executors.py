@@ -1,8 +1,16 @@
-"""Where `python -m benchmarks run` runs each (case, seed): the `local` and `ray` executors.
+"""Where `python -m benchmarks run` runs each (case, seed): the `local`, `inline` and `ray`
+executors, and the driver loop that writes each record as it comes back.
 
-- `local` (default): each pair in a fresh `python -m benchmarks.worker` process (TensorFlow does
-  not give GPU memory back inside a process, and a crash takes only its own case down); `--jobs N`
-  run at once; with GPUs, each job gets one through `CUDA_VISIBLE_DEVICES`.
+- `local` (default): worker processes (`python -m benchmarks.worker`) on this machine, `--jobs N`
+  at once. On CPU a worker runs a batch of up to `CPU_CASES_PER_WORKER` pairs one after the
+  other (TensorFlow's start-up is paid once per batch, not per case) and hands each record back
+  as soon as it is done; two workers run at once by default (`default_jobs`). With GPUs each
+  pair gets a fresh process (TensorFlow never gives GPU memory back inside a process) and one
+  GPU through `CUDA_VISIBLE_DEVICES`, one job per GPU by default. A worker that dies
+  takes down only the pair in flight: it is recorded as failed, and the pairs of its batch that
+  had not started run in a new worker.
+- `inline`: one after the other in this process (for debuggers and notebooks; a crash ends the
+  run, and TensorFlow's state is shared by the pairs).
 - `ray`: one Ray task per pair on a local or existing cluster (`--address`): `max_calls=1`, so a
   fresh worker process per task; `num_gpus=1` when the cluster has GPUs; a task whose worker
   dies is retried `RAY_MAX_RETRIES` times.
@@ -10,22 +18,19 @@
 Every executor hands the record back to this process, which writes it to `--out` atomically, so
 records, `--resume` and `report` are the same whichever ran them (Ray workers need no shared
 file system). A case that raises, or whose worker dies, is recorded as failed with a one-line
-error and the sweep goes on. If `mdkeras.training` was replaced in memory (tests, notebooks), a
-fresh process could not see the replacement, so `local` then runs the pairs in this process.
+error and the sweep goes on. The local executor's task files live in `--out/.tasks/`; folders
+left there by a run that was killed are removed by the next run.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import fnmatch
 import importlib.util
-import inspect
 import json
 import logging
 import math
 import os
-import queue
 import shutil
 import signal
 import socket
@@ -34,29 +39,27 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from benchmarks import records
 from benchmarks import worker as worker_mod
+from mdkeras.checks import check_int
 from mdkeras.config import Case, Scale
 from mdkeras.errors import MdkerasError
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "inline", "ray")
+CPU_CASES_PER_WORKER = 12  # pairs per local worker process on CPU (TensorFlow starts once each)
+CPU_JOBS = 2  # local workers at once on CPU by default (see `default_jobs`)
 RAY_MAX_RETRIES = 2  # a task whose worker process dies runs at most 1 + this many times
 RAY_INSTALL = 'pip install "mdkeras[ray]"'
-TEST_KILL_ENV = "BENCHMARKS_TEST_KILL"  # test hook: comma-separated case names to SIGKILL
-TEST_KILL_LOG_ENV = "BENCHMARKS_TEST_KILL_LOG"  # test hook: file that gets a line per kill
 OUTPUT_TAIL_LINES = 20
+POLL_S = 0.2  # how often the local executor looks for finished pairs
+TASKS_DIR = ".tasks"  # under --out: the local executor's task and result files
 # TensorFlow's thread settings: Ray tasks get the driver's (a local worker inherits them anyway).
 # On CPU the intra-op thread count can change a result's last digits, so every worker uses the
 # same: TensorFlow's default (all cores) unless set here.
 THREADS_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
-# Run flags passed to run_case only when given: (flag, argparse dest, run_case keyword, value).
-RUN_OPTIONS = (
-    ("--no-determinism", "no_determinism", "deterministic", False),
-    ("--mixed-precision", "mixed_precision", "mixed_precision", True),
-    ("--xla", "xla", "xla", True),
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +73,13 @@ class Job:
 
 
 @dataclasses.dataclass(frozen=True)
+class Started:
+    """A job's case has begun (executors that know when say so)."""
+
+    job: Job
+
+
+@dataclasses.dataclass(frozen=True)
 class Outcome:
     """A finished job: its record (ok or failed), or None and `error` if the worker died."""
 
@@ -80,35 +90,25 @@ class Outcome:
     output: str | None = None  # the worker's last lines of output, for a worker that died
 
 
-_NOT_INSTALLED = object()
-
-
 class WorkerDied(RuntimeError):
     """A worker process ended without handing back a record."""
+
+
+_NOT_INSTALLED = object()
 
 
 # --- options -------------------------------------------------------------------------------
 
 
-def run_kwargs(args, training) -> dict:
-    """The keyword arguments `run_case` gets: `cache_dir`, `verbose`, and each of
-    `--no-determinism`, `--mixed-precision`, `--xla` only when given. One error if this
-    `run_case` does not take a keyword a given flag needs."""
-    kwargs = {"cache_dir": args.cache_dir, "verbose": 0 if args.quiet else 1}
-    try:
-        params = inspect.signature(training.run_case).parameters
-    except (TypeError, ValueError):
-        params = {}
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    for flag, dest, keyword, value in RUN_OPTIONS:
-        if getattr(args, dest):
-            if params and not takes_any and keyword not in params:
-                raise MdkerasError(
-                    f"{flag} needs mdkeras.training.run_case({keyword}=...), which this mdkeras "
-                    f"does not have: update mdkeras or drop {flag}."
-                )
-            kwargs[keyword] = value
-    return kwargs
+def run_options(args) -> dict:
+    """The keyword arguments every `run_case` call gets from `run`'s flags."""
+    return {
+        "cache_dir": str(Path(args.cache_dir).resolve()) if args.cache_dir is not None else None,
+        "verbose": 0 if args.quiet else 1,
+        "deterministic": not args.no_determinism,
+        "mixed_precision": bool(args.mixed_precision),
+        "xla": bool(args.xla),
+    }
 
 
 def check_options(args) -> None:
@@ -129,8 +129,13 @@ def check_options(args) -> None:
     else:
         if args.address is not None:
             raise MdkerasError("--address applies to --executor ray: add --executor ray.")
-        if args.jobs is not None and args.jobs < 1:
-            raise MdkerasError(f"--jobs {args.jobs} is not allowed: expected an integer >= 1.")
+        if args.jobs is not None and args.executor == "inline" and args.jobs != 1:
+            raise MdkerasError(
+                f"--jobs {args.jobs} is not allowed with --executor inline: it runs one pair "
+                "at a time in this process; use --executor local."
+            )
+        if args.jobs is not None:
+            check_int("--jobs", args.jobs, min=1)
 
 
 def require_ray() -> None:
@@ -147,8 +152,9 @@ def require_ray() -> None:
 
 
 def dataset_key(case: Case, seed: int) -> tuple:
-    """Pairs with equal keys share a dataset (and its cache file)."""
-    return (case.potential, case.density, case.window, case.grid, seed)
+    """Pairs with equal keys share a dataset (and its cache file): the case's setting (physics,
+    sampler and temperature, grid) and the seed."""
+    return (case.setting, seed)
 
 
 def schedule(jobs: list[Job]) -> list[Job]:
@@ -167,28 +173,18 @@ def schedule(jobs: list[Job]) -> list[Job]:
     return [dataclasses.replace(job, k=k) for k, job in enumerate(ordered, 1)]
 
 
-def test_kill_cases(environ=os.environ) -> list[str]:
-    return [n.strip() for n in environ.get(TEST_KILL_ENV, "").split(",") if n.strip()]
-
-
-def payload(job: Job, scale: Scale, kwargs: dict, format_version: int, executor: str) -> dict:
+def payload(job: Job, scale: Scale, options: dict, format_version: int, executor: str) -> dict:
     """The JSON-able task a worker runs (see `benchmarks.worker.run_payload`)."""
-    kwargs = dict(kwargs)
-    if kwargs.get("cache_dir") is not None:
-        kwargs["cache_dir"] = str(Path(kwargs["cache_dir"]).resolve())
-    task = {
+    return {
+        "k": job.k,
         "case": job.case.to_dict(),
         "scale": dataclasses.asdict(scale),
         "seed": job.seed,
-        "run_kwargs": kwargs,
+        "options": dict(options),
         "format_version": format_version,
         "executor": executor,
         "env": {k: os.environ[k] for k in THREADS_ENV if os.environ.get(k)},
     }
-    if any(fnmatch.fnmatchcase(job.case.name, p) for p in test_kill_cases()):
-        task["test_kill"] = True
-        task["test_kill_log"] = os.environ.get(TEST_KILL_LOG_ENV)
-    return task
 
 
 # --- the driver loop -----------------------------------------------------------------------
@@ -199,76 +195,57 @@ def run_jobs(
     executor,
     *,
     scale: Scale,
-    kwargs: dict,
+    options: dict,
     format_version: int,
-    format_duration,
-    log=None,
+    progress,
+    save: Callable[[Path, dict], object] = records.write_record,
 ) -> int:
-    """Run `jobs` on `executor`, write each record as soon as it is back, print progress;
-    return how many failed. Finished records are never lost: each is written when it arrives."""
-    log = log or sys.stderr
-    total = len(jobs)
-    pending = collections.deque(jobs)
-    running = finished = failed = 0
-    start = time.monotonic()
+    """Run `jobs` on `executor`, `save` each record as soon as it is back, report to `progress`
+    (`start(text)`, `started(job)`, `finished(job, record, seconds)`); return how many failed.
+    Finished records are never lost: each is saved when it arrives."""
 
-    def say(text: str) -> None:
-        print(text, file=log, flush=True)
+    def task_for(job: Job) -> dict:
+        return payload(job, scale, options, format_version, executor.name)
 
-    def eta() -> str:
-        if not finished:
-            return ""
-        left = (time.monotonic() - start) / finished * (total - finished)
-        return f", ~{format_duration(left)} left"
-
-    def tag(job: Job) -> str:
-        return f"[{job.k}/{total}] {job.case.name} seed={job.seed}"
-
+    failed = 0
     previous_sigterm = _sigterm_interrupts()
     try:
-        say(executor.describe())
-        while pending or running:
-            while pending and running < executor.capacity:
-                job = pending.popleft()
-                if executor.announces_starts:
-                    elapsed = format_duration(time.monotonic() - start)
-                    say(f"{tag(job)} ... elapsed {elapsed}{eta()}")
-                executor.submit(job, payload(job, scale, kwargs, format_version, executor.name))
-                running += 1
-            for outcome in executor.wait():
-                running -= 1
-                finished += 1
-                job, record = outcome.job, outcome.record
-                if record is None:
-                    error = WorkerDied(outcome.error)
-                    record = records.failed_record(job.case, scale, job.seed, error, format_version)
-                    if outcome.output is not None:
-                        record["worker_output"] = outcome.output
-                    record.setdefault("provenance", {})["executor"] = executor.name
-                try:
-                    records.write_record(job.path, record)
-                except MdkerasError as e:  # not JSON-serialisable: record that instead
-                    record = records.failed_record(job.case, scale, job.seed, e, format_version)
-                    records.write_record(job.path, record)
-                took = format_duration(outcome.seconds)
-                progress = ""
-                if executor.capacity > 1:
-                    progress = (
-                        f" ({finished}/{total} done, elapsed "
-                        f"{format_duration(time.monotonic() - start)}{eta()})"
-                    )
-                if record.get("status") != "ok":
-                    failed += 1
-                    say(f"{tag(job)} FAILED after {took}: {record.get('error')}{progress}")
-                else:
-                    joint = (record.get("metrics") or {}).get("joint_accuracy")
-                    shown = f"joint_accuracy={joint:.3f}" if isinstance(joint, float) else "done"
-                    say(f"{tag(job)} {shown} in {took}{progress}")
+        progress.start(executor.describe())
+        for event in executor.run(jobs, task_for):
+            if isinstance(event, Started):
+                progress.started(event.job)
+                continue
+            job, record = event.job, event.record
+            if record is None:
+                error = WorkerDied(event.error)
+                record = records.failed_record(job.case, scale, job.seed, error, format_version)
+                if event.output is not None:
+                    record["worker_output"] = event.output
+                record.setdefault("provenance", {})["executor"] = executor.name
+            if not _serialisable(record):
+                error = MdkerasError(f"the record of {job.case.name} is not JSON-serialisable")
+                record = records.failed_record(job.case, scale, job.seed, error, format_version)
+            save(job.path, record)
+            failed += record.get("status") != "ok"
+            progress.finished(job, record, event.seconds)
     finally:
         executor.close()
         if previous_sigterm is not _NOT_INSTALLED:
             signal.signal(signal.SIGTERM, previous_sigterm or signal.SIG_DFL)
     return failed
+
+
+def _serialisable(record: dict) -> bool:
+    def default(obj):
+        if hasattr(obj, "tolist"):  # NumPy arrays and scalars
+            return obj.tolist()
+        raise TypeError(type(obj).__name__)
+
+    try:
+        json.dumps(record, default=default)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _sigterm_interrupts():
@@ -287,59 +264,38 @@ def _sigterm_interrupts():
 
 
 def make_executor(
-    name: str, *, jobs: int | None, address: str | None, training, total: int, quiet: bool = False
+    name: str,
+    *,
+    jobs: int | None,
+    address: str | None,
+    total: int,
+    out: Path,
+    quiet: bool = False,
 ):
     """The executor `--executor name` asks for (see the module docstring). `quiet`: do not
-    relay the workers' output (a local worker's is still kept for the error if it dies)."""
+    relay the workers' output (warnings still are; a local worker's is kept for the error if it
+    dies)."""
     if name == "ray":
         return RayExecutor(address, quiet=quiet)
-    if not runs_in_child(training):
-        return InlineExecutor(training)
-    return LocalExecutor(jobs, total=total, relay=not quiet)
-
-
-def runs_in_child(training) -> bool:
-    """Whether a fresh process would run this `training.run_case`: the module is the importable
-    `mdkeras.training` file and `run_case` is its own (not replaced in memory)."""
-    run_case = getattr(training, "run_case", None)
-    return (
-        getattr(training, "__file__", None) is not None
-        and getattr(training, "__name__", None) == "mdkeras.training"
-        and inspect.getmodule(run_case) is training
-    )
+    if name == "inline":
+        return InlineExecutor()
+    return LocalExecutor(jobs, total=total, tasks=Path(out) / TASKS_DIR, relay=not quiet)
 
 
 class InlineExecutor:
-    """Runs the pairs one by one in this process, with the given `mdkeras.training`."""
+    """Runs the pairs one by one in this process (`--executor inline`)."""
 
-    name = "local"
+    name = "inline"
     capacity = 1
-    announces_starts = True
-
-    def __init__(self, training):
-        self.training = training
-        self._job = None
 
     def describe(self) -> str:
-        return "local executor: in this process (mdkeras.training was replaced in memory)"
+        return "inline executor: one (case, seed) after the other in this process"
 
-    def submit(self, job: Job, task: dict) -> None:
-        self._job = (job, task)
-
-    def wait(self) -> list[Outcome]:
-        (job, task), self._job = self._job, None
-        t0 = time.monotonic()
-        kwargs = dict(task["run_kwargs"])
-        record = worker_mod.run_one(
-            job.case,
-            Scale(**task["scale"]),
-            job.seed,
-            kwargs,
-            task["format_version"],
-            executor=self.name,
-            training=self.training,
-        )
-        return [Outcome(job, record, time.monotonic() - t0)]
+    def run(self, jobs: list[Job], task_for) -> Iterator[Started | Outcome]:
+        for job in jobs:
+            yield Started(job)
+            result = worker_mod.run_payload(task_for(job))
+            yield Outcome(job, result["record"], result["seconds"])
 
     def close(self) -> None:
         pass
@@ -347,7 +303,7 @@ class InlineExecutor:
 
 def visible_gpus(environ=os.environ) -> list[str]:
     """The GPUs jobs may use: `CUDA_VISIBLE_DEVICES` if set (empty or -1: none), else the
-    GPUs `nvidia-smi -L` lists, else none."""
+    GPUs `nvidia-smi -L` lists (none without an NVIDIA device node), else none."""
     if "CUDA_VISIBLE_DEVICES" in environ:
         gpus = []
         for item in environ["CUDA_VISIBLE_DEVICES"].split(","):
@@ -357,7 +313,7 @@ def visible_gpus(environ=os.environ) -> list[str]:
             gpus.append(item)
         return gpus
     smi = shutil.which("nvidia-smi")
-    if not smi:
+    if not smi or not nvidia_device_present():
         return []
     try:
         out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
@@ -368,18 +324,41 @@ def visible_gpus(environ=os.environ) -> list[str]:
     return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
 
 
+def nvidia_device_present(dev: Path = Path("/dev")) -> bool:
+    """Whether this machine has an NVIDIA device node (`/dev/nvidia0`, ...); without one
+    TensorFlow's CUDA probe can only fail."""
+    try:
+        return any(dev.glob("nvidia[0-9]*"))
+    except OSError:
+        return False
+
+
+def default_jobs(gpus: list[str], cpus: int | None = None) -> int:
+    """`--jobs` when not given: one per GPU; on CPU two (a case spends much of its time in
+    single-threaded Python, building and tracing its model, so a second worker uses the core
+    the first leaves idle), or one on a one-core machine."""
+    if gpus:
+        return len(gpus)
+    return max(1, min(CPU_JOBS, cpus if cpus is not None else os.cpu_count() or 1))
+
+
 def worker_env(slot: int, jobs: int, gpus: list[str], base: dict) -> dict:
     """The environment of the worker in job slot `slot` (0-based) of `jobs`.
 
     With GPUs: `CUDA_VISIBLE_DEVICES` = one GPU, round-robin (more jobs than GPUs share them,
-    with `TF_FORCE_GPU_ALLOW_GROWTH`). TensorFlow's thread counts are left alone: on CPU a
-    different intra-op thread count can change a result's last digits, and `--jobs` must not.
+    with `TF_FORCE_GPU_ALLOW_GROWTH`). Without: GPUs are hidden from TensorFlow
+    (`CUDA_VISIBLE_DEVICES=""`, unless set) so it does not probe CUDA. TensorFlow's thread
+    counts are left alone: on CPU a different intra-op thread count can change a result's last
+    digits, and `--jobs` must not.
     """
     env = dict(base)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
         if jobs > len(gpus):
             env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    else:
+        env.setdefault("CUDA_VISIBLE_DEVICES", "")
+    worker_mod.quiet_tensorflow_environment(env)
     # the worker imports the same benchmarks/mdkeras code as this process
     roots = []
     for module in ("benchmarks", "mdkeras"):
@@ -406,24 +385,117 @@ def describe_exit(returncode: int) -> str:
     return f"worker process exited with code {returncode} without a record"
 
 
+def remove_stale_task_dirs(tasks: Path) -> list[Path]:
+    """Remove the task folders under `tasks` whose run process no longer exists (a run killed
+    with SIGKILL cannot clean up after itself); returns the removed folders."""
+    removed = []
+    try:
+        entries = list(tasks.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        pid = entry.name.split("-")[1] if entry.name.startswith("run-") else ""
+        if not pid.isdigit() or _process_exists(int(pid)):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Worker:
+    """One local worker process and its batch of jobs, in order."""
+
+    def __init__(self, proc, jobs: list[Job], results: Path, tail: collections.deque):
+        self.proc, self.jobs, self.results, self.tail = proc, jobs, results, tail
+        self.index = 0  # the first job without a result
+        self.announced = -1  # the last job announced as started
+        self.t0 = time.monotonic()  # when the job at `index` started (or the process)
+        self.reader: threading.Thread | None = None
+        self.unstarted: list[Job] = []  # after it died: the jobs to run in another worker
+
+    def poll(self) -> tuple[list, bool]:
+        """Events (Started, Outcome) since the last poll, and whether the worker has ended."""
+        events = []
+        exited = self.proc.poll() is not None
+        if exited and self.reader is not None:
+            self.reader.join(timeout=30)  # every line of output is in
+        while self.index < len(self.jobs):
+            job = self.jobs[self.index]
+            started = worker_mod.started_path(self.results, job.k).exists()
+            if started and self.announced < self.index:
+                self.announced = self.index
+                self.t0 = time.monotonic()
+                events.append(Started(job))
+            result = _read_result(worker_mod.result_path(self.results, job.k))
+            if result is None:
+                break
+            events.append(Outcome(job, result["record"], result["seconds"]))
+            self.index += 1
+        if not exited:
+            return events, False
+        if self.index < len(self.jobs):
+            in_flight = self.announced == self.index
+            if in_flight or self.announced < 0:  # no case started: do not retry it forever
+                job = self.jobs[self.index]
+                seconds = time.monotonic() - self.t0
+                error = f"{describe_exit(self.proc.returncode)} after {seconds:.0f}s"
+                last = next((line.strip() for line in reversed(self.tail) if line.strip()), "")
+                if last:
+                    error += f"; last output: {last}"
+                events.append(Outcome(job, None, seconds, error=error, output="\n".join(self.tail)))
+                self.index += 1
+            self.unstarted = self.jobs[self.index :]
+        return events, True
+
+
+def _read_result(path: Path) -> dict | None:
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+        return result if isinstance(result.get("record"), dict) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 class LocalExecutor:
-    """Each pair in a fresh `python -m benchmarks.worker` process, `jobs` at once."""
+    """Worker processes on this machine, `jobs` at once: batches of pairs per process on CPU,
+    a fresh process per pair with GPUs."""
 
     name = "local"
-    announces_starts = True
+    command = (sys.executable, "-m", "benchmarks.worker")  # + TASKS.json RESULTS_DIR
 
-    def __init__(self, jobs: int | None, *, total: int, relay: bool = True, environ=None):
+    def __init__(
+        self,
+        jobs: int | None,
+        *,
+        total: int,
+        tasks: Path | None = None,
+        relay: bool = True,
+        environ=None,
+        cases_per_worker: int | None = None,
+    ):
         self.relay = relay
         environ = dict(os.environ if environ is None else environ)
         self.gpus = visible_gpus(environ)
-        self.capacity = jobs if jobs is not None else max(1, len(self.gpus))
+        self.capacity = jobs if jobs is not None else default_jobs(self.gpus)
+        if cases_per_worker is None:
+            cases_per_worker = 1 if self.gpus else CPU_CASES_PER_WORKER
+        self.cases_per_worker = cases_per_worker
         self.environ = environ
         self.total = total
-        self._free = list(range(self.capacity))
-        self._done: queue.Queue = queue.Queue()
-        self._procs: dict[int, subprocess.Popen] = {}
-        self._tmp = Path(tempfile.mkdtemp(prefix="mdkeras-run-"))
-        self._lock = threading.Lock()
+        self._tasks_root = Path(tasks) if tasks is not None else None
+        self._tmp: Path | None = None
+        self._workers: dict[int, _Worker] = {}
+        self._batches = 0
 
     def describe(self) -> str:
         jobs = f"{self.capacity} job{'s' if self.capacity != 1 else ''} at once"
@@ -431,20 +503,53 @@ class LocalExecutor:
             where = f"GPUs {','.join(self.gpus)}, one per job"
             if self.capacity > len(self.gpus):
                 where += " (shared round-robin, memory growth on)"
+            per = "each (case, seed) in a fresh process"
         else:
             threads = self.environ.get(THREADS_ENV[0])
             where = f"CPU, {threads or 'all cores'} TensorFlow threads each"
-        return f"local executor: {jobs}, each (case, seed) in a fresh process; {where}"
+            per = f"up to {self.cases_per_worker} (case, seed) per worker process"
+        return f"local executor: {jobs}, {per}; {where}"
 
-    def submit(self, job: Job, task: dict) -> None:
-        slot = self._free.pop(0)
-        task_file = self._tmp / f"task-{job.k}.json"
-        result_file = self._tmp / f"result-{job.k}.json"
-        records.write_record(task_file, task)
+    def _task_dir(self) -> Path:
+        if self._tmp is None:
+            if self._tasks_root is None:
+                self._tmp = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-"))
+            else:
+                self._tasks_root.mkdir(parents=True, exist_ok=True)
+                remove_stale_task_dirs(self._tasks_root)
+                self._tmp = Path(
+                    tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=self._tasks_root)
+                )
+        return self._tmp
+
+    def run(self, jobs: list[Job], task_for) -> Iterator[Started | Outcome]:
+        pending = collections.deque(jobs)
+        free = list(range(self.capacity))
+        while pending or self._workers:
+            while pending and free:
+                slot = free.pop(0)
+                # batches no longer than a fair share, so the last ones end together
+                size = min(self.cases_per_worker, math.ceil(len(pending) / self.capacity))
+                batch = [pending.popleft() for _ in range(max(1, size))]
+                self._workers[slot] = self._start(slot, batch, task_for)
+            time.sleep(POLL_S)
+            for slot, worker in list(self._workers.items()):
+                events, ended = worker.poll()
+                yield from events
+                if ended:
+                    pending.extendleft(reversed(worker.unstarted))
+                    del self._workers[slot]
+                    free.append(slot)
+
+    def _start(self, slot: int, batch: list[Job], task_for) -> _Worker:
+        self._batches += 1
+        directory = self._task_dir() / f"batch-{self._batches}"
+        directory.mkdir()
+        tasks_file = directory / "tasks.json"
+        records.write_record(tasks_file, [task_for(job) for job in batch])
         env = worker_env(slot, self.capacity, self.gpus, self.environ)
-        t0 = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.worker", str(task_file), str(result_file)],
+            [*self.command, str(tasks_file), str(directory)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -454,73 +559,44 @@ class LocalExecutor:
             errors="replace",
             bufsize=1,
         )
-        with self._lock:
-            self._procs[job.k] = proc
-        prefix = f"[{job.k}/{self.total}] " if self.capacity > 1 else ""
-        threading.Thread(
-            target=self._watch,
-            args=(job, proc, slot, result_file, t0, prefix),
-            daemon=True,
-        ).start()
+        worker = _Worker(proc, batch, directory, collections.deque(maxlen=OUTPUT_TAIL_LINES))
+        worker.reader = threading.Thread(target=self._relay, args=(worker,), daemon=True)
+        worker.reader.start()
+        return worker
 
-    def _watch(self, job, proc, slot, result_file, t0, prefix) -> None:
-        tail = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+    def _relay(self, worker: _Worker) -> None:
+        """Keep the last lines of a worker's output; relay them (warnings always)."""
         try:
-            for line in proc.stdout:
+            for line in worker.proc.stdout:
                 line = line.rstrip("\n")
-                tail.append(line)
-                if self.relay:
+                worker.tail.append(line)
+                if self.relay or line.lstrip().lower().startswith("warning:"):
+                    prefix = ""
+                    if self.capacity > 1 and worker.index < len(worker.jobs):
+                        prefix = f"[{worker.jobs[worker.index].k}/{self.total}] "
                     print(f"{prefix}{line}", file=sys.stderr, flush=True)
         except (OSError, ValueError):
             pass
-        returncode = proc.wait()
-        seconds = time.monotonic() - t0
-        outcome = None
-        if result_file.exists():
-            try:
-                result = json.loads(result_file.read_text(encoding="utf-8"))
-                outcome = Outcome(job, result["record"], seconds)
-            except (OSError, ValueError, KeyError, TypeError):
-                outcome = None
-        if outcome is None:
-            last = next((line.strip() for line in reversed(tail) if line.strip()), "")
-            error = f"{describe_exit(returncode)} after {seconds:.0f}s"
-            if last:
-                error += f"; last output: {last}"
-            outcome = Outcome(job, None, seconds, error=error, output="\n".join(tail))
-        with self._lock:
-            self._procs.pop(job.k, None)
-        self._done.put((outcome, slot))
-
-    def wait(self) -> list[Outcome]:
-        outcomes = []
-        while not outcomes:
-            try:
-                outcome, slot = self._done.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            self._free.append(slot)
-            outcomes.append(outcome)
-        while True:  # anything else that finished meanwhile
-            try:
-                outcome, slot = self._done.get_nowait()
-            except queue.Empty:
-                return outcomes
-            self._free.append(slot)
-            outcomes.append(outcome)
 
     def close(self) -> None:
-        with self._lock:
-            procs = list(self._procs.values())
-        for proc in procs:  # interrupted: stop the workers we started
-            if proc.poll() is None:
-                proc.kill()
-        for proc in procs:
+        workers = list(self._workers.values())
+        self._workers.clear()
+        for worker in workers:  # interrupted: stop the workers we started
+            if worker.proc.poll() is None:
+                worker.proc.kill()
+        for worker in workers:
             try:
-                proc.wait(timeout=30)
+                worker.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 pass
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+            if self._tasks_root is not None:
+                try:
+                    self._tasks_root.rmdir()  # only if no other run is using it
+                except OSError:
+                    pass
 
 
 class RayExecutor:
@@ -528,7 +604,6 @@ class RayExecutor:
 
     name = "ray"
     capacity = math.inf
-    announces_starts = False
 
     def __init__(self, address: str | None, *, quiet: bool = False):
         require_ray()
@@ -574,27 +649,25 @@ class RayExecutor:
             f"{RAY_MAX_RETRIES} retries if a worker dies"
         )
 
-    def submit(self, job: Job, task: dict) -> None:
-        ref = self.remote.options(**self.options).remote(task)
-        self._refs[ref] = (job, time.monotonic())
-
-    def wait(self) -> list[Outcome]:
+    def run(self, jobs: list[Job], task_for) -> Iterator[Outcome]:
         ray = self.ray
-        ready, _ = ray.wait(list(self._refs), num_returns=1)
-        more, _ = ray.wait([r for r in self._refs if r not in ready], timeout=0)
-        outcomes = []
-        for ref in [*ready, *more]:
-            job, t0 = self._refs.pop(ref)
-            try:
-                result = ray.get(ref)
-            except ray.exceptions.RayError as e:
-                error = f"{type(e).__name__}: {_first_line(e)}"
-                if isinstance(e, _ray_worker_died(ray)):
-                    error = f"Ray worker died in all {1 + RAY_MAX_RETRIES} attempts ({error})"
-                outcomes.append(Outcome(job, None, time.monotonic() - t0, error=error))
-            else:
-                outcomes.append(Outcome(job, result["record"], result["seconds"]))
-        return outcomes
+        for job in jobs:
+            ref = self.remote.options(**self.options).remote(task_for(job))
+            self._refs[ref] = (job, time.monotonic())
+        while self._refs:
+            ready, _ = ray.wait(list(self._refs), num_returns=1)
+            more, _ = ray.wait([r for r in self._refs if r not in ready], timeout=0)
+            for ref in [*ready, *more]:
+                job, t0 = self._refs.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    error = f"{type(e).__name__}: {_first_line(e)}"
+                    if isinstance(e, _ray_worker_died(ray)):
+                        error = f"Ray worker died in all {1 + RAY_MAX_RETRIES} attempts ({error})"
+                    yield Outcome(job, None, time.monotonic() - t0, error=error)
+                else:
+                    yield Outcome(job, result["record"], result["seconds"])
 
     def close(self) -> None:
         for ref in list(self._refs):  # interrupted: cancel what has not finished

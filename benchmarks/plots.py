@@ -24,7 +24,6 @@ import fnmatch
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -33,12 +32,16 @@ import pandas as pd
 
 from benchmarks.cmdline import Parser, UsageError, guarded
 from benchmarks.records import load_records
+from benchmarks.registry import case_glob
 from benchmarks.report import summarize
 from mdkeras.config import PAPER_REFERENCE, SCALES, Case
 from mdkeras.errors import MdkerasError
+from mdkeras.files import atomic_writer
+from mdkeras.potentials import label as potential_label
 
 PROG = "python -m benchmarks plot"
 DEFAULT_DIR = Path("results") / "paper"
+DEFAULT_OUT = Path("results") / "runs" / "plots"  # never a committed folder unless asked
 DEFAULT_CASE = "lj-rho0.50-w8-n28-lenet-paper"
 PLOTS = ("accuracy", "curves", "confusion", "descriptor", "histograms", "samples")
 CENTRAL = (4, 5)  # the two central classes of the paper encoding with K = 10
@@ -76,19 +79,10 @@ def _figure(figsize: tuple[float, float]):
 
 
 def save_figure(fig, path: str | os.PathLike) -> Path:
-    """Render `fig` as PNG to a temp file beside `path`, fsync, then `os.replace`; return it."""
+    """Render `fig` as PNG to `path` atomically (`mdkeras.files.atomic_writer`); return it."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=DPI)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path, fix="choose a writable --out with free space") as f:
+        fig.savefig(f, format="png", dpi=DPI)
     return path
 
 
@@ -96,12 +90,9 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
 
 
 def scale_size(record: dict) -> int:
-    """Samples of a record's scale (the record's own count, else the named scale's)."""
-    samples = record.get("samples")
-    if isinstance(samples, int):
-        return samples
-    scale = SCALES.get(record.get("scale"))
-    return scale.samples if scale else 0
+    """Samples of a record's scale (`mdkeras.records.upgrade` fills it for old records; 0 where
+    nothing says)."""
+    return record.get("samples") or 0
 
 
 def choose_scale(records: Sequence[dict], scale: str | None = None) -> str:
@@ -124,16 +115,20 @@ def choose_scale(records: Sequence[dict], scale: str | None = None) -> str:
 def select_records(
     records: Sequence[dict], scale: str, patterns: Sequence[str] | None = None
 ) -> list[dict]:
-    """Successful records of `scale` whose case matches any glob (a bare word: a substring)."""
+    """Successful records of `scale` whose case matches any pattern, under the registry's one
+    case-selection rule (`registry.case_glob`); a pattern matching no record is an error."""
     out = [r for r in records if r.get("status") == "ok" and r["scale"] == scale]
     if patterns:
-        globs = [p if any(c in p for c in "*?[") else f"*{p}*" for p in patterns]
-        out = [r for r in out if any(fnmatch.fnmatchcase(r["case_name"], g) for g in globs)]
-        if not out:
-            raise MdkerasError(
-                f"-k {' '.join(patterns)} matches no record at scale {scale!r}: "
-                "expected a glob over case names, e.g. -k 'lj-*-n28-*'."
-            )
+        globs = {p: case_glob(p) for p in patterns}
+        for p, g in globs.items():
+            if not any(fnmatch.fnmatchcase(r["case_name"], g) for r in out):
+                raise MdkerasError(
+                    f"-k {p} matches no record at scale {scale!r}: "
+                    "expected a glob over case names, e.g. -k 'lj-*-n28-*'."
+                )
+        out = [
+            r for r in out if any(fnmatch.fnmatchcase(r["case_name"], g) for g in globs.values())
+        ]
     return out
 
 
@@ -172,18 +167,15 @@ def accuracy_table(records: Sequence[dict]) -> pd.DataFrame:
 
 
 def paper_histograms(records: Sequence[dict], *, progress=None) -> dict[str, tuple[list, list]]:
-    """Training class histograms `(x, y)` under the paper encoding, one per physics setting
-    (potential, density, window, grid) in that order, labelled like `LJ ρ=0.50 W=8 n=28`.
-
-    From a paper-encoded record's `class_histogram` where one has it; otherwise (records made
-    before that field, or only quantile-encoded cases) recomputed from the record's dataset,
-    which its case, samples and seed fully determine.
-    """
+    """Training class histograms `(x, y)` under the paper encoding (K = 10), one per physics
+    setting (potential, density, window, grid) in that order, labelled like `LJ ρ=0.50 W=8 n=28`,
+    from the lowest-seed paper-encoded record of the setting. A setting with only other
+    encodings is left out (`progress` says so); none at all raises `MissingDataError`."""
     groups: dict[tuple, list[dict]] = {}
     for r in sorted(records, key=lambda r: r["seed"]):
         c = r["case"]
         groups.setdefault((c["potential"], c["density"], c["window"], c["grid"]), []).append(r)
-    out = {}
+    out, left_out = {}, []
     for key, group in sorted(groups.items()):
         label = _setting_label(*key)
         stored = [
@@ -197,31 +189,19 @@ def paper_histograms(records: Sequence[dict], *, progress=None) -> dict[str, tup
             h = stored[0]["class_histogram"]
             out[label] = (list(h["x"]), list(h["y"]))
         else:
-            if progress:
-                progress(f"{label}: no paper-encoded class_histogram recorded; recomputing it")
-            out[label] = recompute_paper_histogram(group[0])
+            left_out.append(label)
+    if not out:
+        raise MissingDataError(
+            "no paper-encoded record with a class_histogram: expected records of `paper`-encoding "
+            "cases written by `python -m benchmarks run`."
+        )
+    for label in left_out if progress else ():
+        progress(f"{label}: no paper-encoded record with a class histogram; left out")
     return out
 
 
-def recompute_paper_histogram(record: dict, classes: int = 10) -> tuple[list, list]:
-    """The paper-encoded training class histogram of a record's dataset, regenerated."""
-    from mdkeras.datasets import DatasetSpec, generate
-    from mdkeras.encoding import encode
-    from mdkeras.potentials import f_max
-
-    c = record["case"]
-    samples = record.get("samples") or scale_size(record)
-    spec = DatasetSpec(
-        c["potential"], c["density"], c["window"], c["grid"], samples, record["seed"]
-    )
-    data = generate(spec, progress=False)
-    _, forces = data.split("train")
-    k = encode(forces, f_max=f_max(c["potential"], c["window"] / c["grid"]), classes=classes)
-    return tuple(np.bincount(k[:, i], minlength=classes).tolist() for i in (0, 1))
-
-
 def _setting_label(potential: str, density: float, window: float, grid: int) -> str:
-    name = {"lj": "LJ", "coulomb": "Coulomb"}.get(potential, potential)
+    name = potential_label(potential)
     return f"{name} ρ={density:.2f} W={window:g} n={grid}"
 
 
@@ -534,7 +514,7 @@ def plot_descriptor(out: str | os.PathLike, example: dict | None = None) -> Path
     right.set_title("descriptor D[iy, ix]: particles per cell (origin lower)", fontsize=10)
     fig.colorbar(image, ax=right, shrink=0.8, ticks=range(top + 1), label="particles in the cell")
 
-    name = {"lj": "LJ", "coulomb": "Coulomb"}.get(ex["potential"], ex["potential"])
+    name = potential_label(ex["potential"])
     (fx, fy), (cx, cy) = ex["force"], ex["classes"]
     fig.suptitle(
         f"{name} gas, ρ={ex['density']:g}, seed {ex['seed']}: force on the target "
@@ -780,7 +760,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated subset of {','.join(PLOTS)}; a listed figure "
         "whose data are missing is an error (default: all, skipping those)",
     )
-    parser.add_argument("--out", type=Path, metavar="DIR", help="where the PNGs go (default: DIR)")
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help=f"directory for the PNGs (default {DEFAULT_OUT}; pass DIR itself to write beside "
+        "the records)",
+    )
     return parser
 
 
@@ -806,12 +791,30 @@ def _note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def check_out_dir(text: str | os.PathLike) -> Path:
+    """The `--out` directory; `''`, a file, or a path under a file is one clear error."""
+    if not str(text).strip():
+        raise UsageError("--out '' is not allowed: expected a directory for the PNGs")
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise UsageError(
+            f"--out {out} is a file, not a directory: expected a directory for the PNGs "
+            f"(default {DEFAULT_OUT})"
+        )
+    existing = next((p for p in out.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UsageError(
+            f"--out {out} is under {existing}, which is a file: expected a directory for the PNGs"
+        )
+    return out
+
+
 def render(args) -> list[Path]:
     """Draw the selected figures; returns the paths written."""
     selected = _parse_only(args.only)
     strict = args.only is not None
     _matplotlib()  # fail before any work if it is missing
-    out = args.out if args.out is not None else args.dir
+    out = check_out_dir(args.out if args.out is not None else DEFAULT_OUT)
     written = []
     records, case_recs, table, scale, case, loaded = [], [], None, None, None, []
     if set(selected) - {"descriptor"}:
@@ -828,8 +831,7 @@ def render(args) -> list[Path]:
         table = accuracy_table(records)
     setting = choose_setting(loaded, args.setting) if "samples" in selected else None
     family = scale_family(args.scale) if args.scale else None
-    samples = {}  # the sample-size table, made by its check
-    out.mkdir(parents=True, exist_ok=True)
+    made = {}  # what a check computes for its figure
     jobs = {
         "accuracy": lambda: plot_accuracy(
             table,
@@ -842,21 +844,24 @@ def render(args) -> list[Path]:
         ),
         "descriptor": lambda: plot_descriptor(out / "descriptor.png"),
         "histograms": lambda: plot_class_histograms(
-            paper_histograms(records, progress=lambda m: _note(f"plot: {m}")),
-            out / "class-histograms.png",
+            made["histograms"], out / "class-histograms.png"
         ),
         "samples": lambda: plot_sample_curve(
-            samples["table"], setting, out / f"samples-{setting}.png"
+            made["samples"], setting, out / f"samples-{setting}.png"
         ),
     }
 
+    def check_histograms():
+        made["histograms"] = paper_histograms(records, progress=lambda m: _note(f"plot: {m}"))
+
     def check_samples():
-        samples["table"] = sample_curve_table(loaded, setting, family)
-        check_sample_curve(samples["table"])
+        made["samples"] = sample_curve_table(loaded, setting, family)
+        check_sample_curve(made["samples"])
 
     checks = {
         "curves": lambda: check_history(case_recs),
         "confusion": lambda: check_confusion(_with_confusion(case_recs)),
+        "histograms": check_histograms,
         "samples": check_samples,
     }
     drawable = []
@@ -869,6 +874,8 @@ def render(args) -> list[Path]:
             _note(f"warning: skipped {name}: {' '.join(str(e).split())}")
         else:
             drawable.append(name)
+    if drawable:
+        out.mkdir(parents=True, exist_ok=True)
     for name in drawable:
         path = jobs[name]()
         _note(f"wrote {path}")

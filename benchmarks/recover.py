@@ -16,26 +16,33 @@ Exit 0 on success, 2 on bad input (one `error: ...` line).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks import registry
-from benchmarks.cmdline import Parser, UsageError, add_pattern, guarded
-from benchmarks.records import atomic_write_text
+from benchmarks import plan, registry
+from benchmarks.cmdline import (
+    Parser,
+    add_pattern,
+    check_directory,
+    directory_arg,
+    guarded,
+)
+from mdkeras.checks import check_int
 from mdkeras.config import SCALES, with_samples
 from mdkeras.datasets import DatasetSpec, load_or_build
 from mdkeras.encoding import ENCODINGS
 from mdkeras.errors import MdkerasError
-from mdkeras.recovery import BOOTSTRAP, pair_force, recover
+from mdkeras.files import atomic_writer
+from mdkeras.potentials import POTENTIALS, pair_force
+from mdkeras.records import build_recovery_record, write_record
+from mdkeras.recovery import BOOTSTRAP, recover
 
 PROG = "python -m benchmarks recover"
-DEFAULT_OUT = Path("results") / "recovery"
+DEFAULT_OUT = Path("results") / "runs" / "recovery"  # never the committed results/ unless asked
 DEFAULT_SCALE = "paper"
-RECORD_FORMAT_VERSION = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,10 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="B",
         help=f"bootstrap replicates over configurations (default {BOOTSTRAP})",
     )
-    parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, metavar="DIR", help=f"default {DEFAULT_OUT}"
-    )
-    parser.add_argument("--cache-dir", type=Path, metavar="DIR", help="dataset cache directory")
+    parser.add_argument("--out", metavar="DIR", help=f"default {DEFAULT_OUT}")
+    parser.add_argument("--cache-dir", metavar="DIR", help="dataset cache directory")
     parser.add_argument("--no-plots", action="store_true", help="write the JSON records only")
     parser.add_argument(
         "--no-bayes", action="store_true", help="skip the Monte-Carlo Bayes limit (faster)"
@@ -77,12 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def physics_settings(cases) -> list[dict]:
-    """Cases grouped by `(potential, density, window, grid)`, in registration order, each with
-    the encodings and class counts its cases use."""
-    groups: dict[tuple, dict] = {}
+    """Cases grouped by `(potential, density, window, grid)` and sampler (with its temperature:
+    `Case.setting`), in registration order, each with the encodings and class counts its cases
+    use."""
+    groups: dict[str, dict] = {}
     for case in cases:
         key = (case.potential, float(case.density), float(case.window), int(case.grid))
-        g = groups.setdefault(key, {"key": key, "encodings": set(), "classes": set(), "cases": []})
+        g = groups.setdefault(
+            case.setting,
+            {
+                "key": key,
+                "name": case.setting,
+                "sampler": case.sampler,
+                "temperature": case.temperature,
+                "encodings": set(),
+                "classes": set(),
+                "cases": [],
+            },
+        )
         g["encodings"].add(case.encoding)
         g["classes"].add(int(case.classes))
         g["cases"].append(case.name)
@@ -97,18 +114,22 @@ def physics_settings(cases) -> list[dict]:
     return list(groups.values())
 
 
-def setting_name(potential: str, density: float, window: float, grid: int) -> str:
-    """`lj-rho0.50-w8-n28`: a case name without model and encoding."""
-    return f"{potential}-rho{density:.2f}-w{window:g}-n{grid}"
-
-
 def _progress(message: str) -> None:
     print(f"recover: {message}", file=sys.stderr, flush=True)
 
 
 def run_setting(setting: dict, args, samples: int, scale_name: str) -> tuple[dict, dict]:
     potential, density, window, grid = setting["key"]
-    spec = DatasetSpec(potential, density, window, grid, samples, args.seed)
+    spec = DatasetSpec(
+        potential,
+        density,
+        window,
+        grid,
+        samples,
+        args.seed,
+        sampler=setting["sampler"],
+        temperature=setting["temperature"],
+    )
     t0 = time.perf_counter()
     data = load_or_build(spec, cache_dir=args.cache_dir, progress=False)
     t1 = time.perf_counter()
@@ -123,27 +144,26 @@ def run_setting(setting: dict, args, samples: int, scale_name: str) -> tuple[dic
     t2 = time.perf_counter()
     from mdkeras.provenance import provenance  # imports TensorFlow (device name)
 
-    record = {
-        "format_version": RECORD_FORMAT_VERSION,
-        "kind": "recovery",
-        "setting": setting_name(potential, density, window, grid),
-        "physics": {
+    record = build_recovery_record(
+        setting=setting["name"],
+        physics={
             "potential": potential,
             "density": density,
             "window": window,
             "grid": grid,
             "cell": window / grid,
             "sampler": spec.sampler,
+            **({} if spec.temperature is None else {"temperature": spec.temperature}),
         },
-        "cases": setting["cases"],
-        "scale": scale_name,
-        "samples": samples,
-        "seed": args.seed,
-        "dataset_key": spec.key(),
-        **summary,
-        "timing": {"dataset_seconds": t1 - t0, "recovery_seconds": t2 - t1},
-        "provenance": provenance(),
-    }
+        cases=setting["cases"],
+        scale=scale_name,
+        samples=samples,
+        seed=args.seed,
+        dataset_key=spec.key(),
+        summary=summary,
+        timing={"dataset_seconds": t1 - t0, "recovery_seconds": t2 - t1},
+        provenance=provenance(),
+    )
     return record, arrays
 
 
@@ -193,9 +213,10 @@ def plot_force(record: dict, arrays: dict, path: Path) -> None:
     err = np.std(arrays["shells_boot"], axis=0, ddof=1)
     mid = 0.5 * (edges[:-1] + edges[1:])
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    if potential == "lj":
-        r = np.linspace(0.95, 3.0, 400)
-        keep = (mid >= 0.95) & (mid <= 3.0)
+    view = POTENTIALS[potential].view
+    if not view.log:
+        r = np.linspace(*view.r, 400)
+        keep = (mid >= view.r[0]) & (mid <= view.r[1])
     else:
         r = np.geomspace(h, window / np.sqrt(2.0), 400)
         keep = np.isfinite(shells) & (shells > 0)
@@ -230,9 +251,9 @@ def plot_force(record: dict, arrays: dict, path: Path) -> None:
         ms=6,
         label="true f projected on shells",
     )
-    if potential == "lj":
+    if not view.log:
         ax.axhline(0.0, color="0.6", lw=0.8)
-        ax.set_ylim(-3.5, 8.0)
+        ax.set_ylim(*view.f)
         ax.set_xlabel("r (σ)")
     else:
         from matplotlib.ticker import NullFormatter, ScalarFormatter
@@ -252,7 +273,8 @@ def plot_force(record: dict, arrays: dict, path: Path) -> None:
     )
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_writer(path) as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
 
 
@@ -292,7 +314,8 @@ def plot_kernel(record: dict, arrays: dict, path: Path) -> None:
         ax.set_ylabel("y (σ)")
     fig.suptitle(f"{record['setting']}: target at the centre; grey = touching cells", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_writer(path) as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
 
 
@@ -303,10 +326,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv) -> int:
     args = build_parser().parse_args(argv)
-    if args.bootstrap < 2:
-        raise UsageError(f"--bootstrap {args.bootstrap} is not allowed: expected >= 2")
-    if args.seed < 0:
-        raise UsageError(f"--seed {args.seed} is not allowed: expected an integer >= 0")
+    check_int("--bootstrap", args.bootstrap, min=2)
+    check_int("--seed", args.seed, min=0, max=2**32 - 1)
     scale = SCALES[args.scale]
     if args.samples is not None:
         scale = with_samples(scale, args.samples)
@@ -314,14 +335,18 @@ def _main(argv) -> int:
     if not args.no_plots:
         _pyplot()  # fail before hours of work, not after
     settings = physics_settings(registry.list_cases(None if args.all else args.pattern))
-    args.out.mkdir(parents=True, exist_ok=True)
+    plan.check_memory(samples, max(s["key"][3] for s in settings))
+    args.out = directory_arg("--out", args.out) or DEFAULT_OUT
+    args.cache_dir = directory_arg("--cache-dir", args.cache_dir)
+    if args.cache_dir is not None:
+        check_directory("--cache-dir", args.cache_dir, create=True)
+    check_directory("--out", args.out, create=True)
     for i, setting in enumerate(settings, 1):
-        name = setting_name(*setting["key"])
+        name = setting["name"]
         _progress(f"[{i}/{len(settings)}] {name}: {samples:,} samples, seed {args.seed}")
         record, arrays = run_setting(setting, args, samples, scale_name)
         stem = f"{name}--{scale_name}--seed{args.seed}"
-        text = json.dumps(record, indent=2, allow_nan=False) + "\n"
-        atomic_write_text(args.out / f"{stem}.json", text)
+        write_record(args.out / f"{stem}.json", record, allow_nan=False)
         if not args.no_plots:
             plot_force(record, arrays, args.out / f"{stem}-force.png")
             plot_kernel(record, arrays, args.out / f"{stem}-kernel.png")

@@ -1,8 +1,8 @@
 """The benchmark case registry (SPEC §8), in the manner of timm's model registry.
 
 Cases are registered once by name; `list_cases` selects them with fnmatch globs and `get_case`
-returns one. The default registry is a small product over the module-level axes below, so adding
-an architecture or encoding later is a one-line change.
+returns one. The default registry is a small product over the module-level axes below and the
+architecture table (`mdkeras.architectures.ARCHITECTURES`): a new table entry adds its cases.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import fnmatch
 import itertools
 from collections.abc import Iterable
 
+from mdkeras.architectures import ARCHITECTURES
 from mdkeras.config import Case
 from mdkeras.errors import MdkerasError
 
@@ -25,8 +26,16 @@ PHYSICS = (
     ("coulomb", 2.0, 5.0),
 )
 GRIDS = (16, 28, 56)
-ARCHITECTURES = ("lenet", "alexnet", "forcemap")
 ENCODINGS = ("paper", "quantile")
+
+# (potential, density, window, temperature): the `md` sampler's settings (SPEC §2b), each at
+# n = 28 with every architecture and encoding. The six physics settings at T = 1, plus the
+# dense LJ liquid (a structured fluid).
+MD_PHYSICS = (
+    *((potential, density, window, 1.0) for potential, density, window in PHYSICS),
+    ("lj", 0.7, 8.0, 1.0),
+)
+MD_GRID = 28
 
 # The CI accuracy gate: both potentials, both encodings, a non-28 grid, LeNet only.
 CI_CASES = (
@@ -53,20 +62,32 @@ def register_case(case: Case) -> Case:
 
 
 def _register_defaults() -> None:
-    """Register the product of the axes: physics × grid × architecture × encoding."""
+    """Register the products of the axes: physics × grid × architecture × encoding (the
+    `uniform` sampler), then md physics × architecture × encoding at `MD_GRID`."""
     for (potential, density, window), grid, arch, enc in itertools.product(
         PHYSICS, GRIDS, ARCHITECTURES, ENCODINGS
     ):
         register_case(Case(potential, density, window, grid, architecture=arch, encoding=enc))
+    for (potential, density, window, temperature), arch, enc in itertools.product(
+        MD_PHYSICS, ARCHITECTURES, ENCODINGS
+    ):
+        register_case(
+            Case(
+                potential,
+                density,
+                window,
+                MD_GRID,
+                architecture=arch,
+                encoding=enc,
+                sampler="md",
+                temperature=temperature,
+            )
+        )
 
 
 def case_names() -> list[str]:
     """All registered names, in registration order."""
     return list(_registry)
-
-
-def is_case(name: str) -> bool:
-    return name in _registry
 
 
 def get_case(name: str) -> Case:
@@ -115,12 +136,17 @@ def _as_list(patterns) -> list[str]:
     return list(patterns)
 
 
-def _match(pattern: str, names: list[str]) -> list[str]:
+def case_glob(pattern: str) -> str:
+    """The one case-selection rule (`list`, `run`, `recover`, `plot`): a case-insensitive fnmatch
+    glob over case names, a pattern without glob characters matching as a substring."""
     glob = pattern.strip().lower()
     if not glob:
         raise MdkerasError("empty case pattern: expected a glob like 'lj-*-n28-*' or a word.")
-    if not any(c in glob for c in _GLOB_CHARS):
-        glob = f"*{glob}*"
+    return glob if any(c in glob for c in _GLOB_CHARS) else f"*{glob}*"
+
+
+def _match(pattern: str, names: list[str]) -> list[str]:
+    glob = case_glob(pattern)
     found = [n for n in names if fnmatch.fnmatchcase(n, glob)]
     if not found:
         raise MdkerasError(

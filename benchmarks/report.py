@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
 from tabulate import tabulate
 
-from benchmarks.records import atomic_write_text, load_records
-from mdkeras.config import Case
+from benchmarks.records import load_records
 from mdkeras.errors import MdkerasError
+from mdkeras.files import atomic_write
+from mdkeras.records import LEARNING_RULE
 
 AXES = ("potential", "density", "window", "grid", "architecture", "encoding", "head")
 METRICS = (
@@ -28,17 +30,28 @@ METRICS = (
     "accuracy_y",
     "joint_within_one",
     "force_mae",
+    "force_median_ae",
+    "top_class_share",
 )
 COLUMNS = (
     ["case", *AXES, "scale", "seeds"]
     + [f"{m}{suffix}" for m in METRICS for suffix in ("", "_sd", "_n")]
     + ["paper_reference", "delta_vs_paper", "epochs", "train_seconds", "device"]
+    + ["collapsed_seeds", "learned"]
 )
-MARKDOWN_METRICS = ("majority", "cell_centre", "bayes_limit", "fraction_of_bayes", "force_mae")
+MARKDOWN_METRICS = (
+    "majority",
+    "cell_centre",
+    "bayes_limit",
+    "fraction_of_bayes",
+    "force_mae",
+    "force_median_ae",
+)
 
 
 def flatten(record: dict) -> dict:
-    """One successful record as a flat row of per-seed values (missing values are NaN)."""
+    """One successful record (loaded by `mdkeras.records.load_record`, so upgraded) as a flat
+    row of per-seed values (missing values are NaN)."""
     metrics = record.get("metrics") or {}
     baselines = record.get("baselines") or {}
     row = {"case": record["case_name"], "scale": record["scale"], "seed": record["seed"]}
@@ -46,7 +59,8 @@ def flatten(record: dict) -> dict:
     for m in METRICS:
         value = metrics.get(m, baselines.get(m, record.get(m)))
         row[m] = _number(value)
-    row["paper_reference"] = _paper_reference(record)
+    row["paper_reference"] = _number(record.get("paper_reference"))
+    row["collapsed"] = metrics.get("collapsed")
     row["epochs"] = _number(record.get("epochs_run"))
     row["train_seconds"] = _number((record.get("timing") or {}).get("train_seconds"))
     row["device"] = (record.get("provenance") or {}).get("device")
@@ -58,15 +72,6 @@ def _number(value) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
-        return math.nan
-
-
-def _paper_reference(record: dict) -> float:
-    if "paper_reference" in record:
-        return _number(record["paper_reference"])
-    try:
-        return _number(Case.from_dict(record["case"]).paper_reference)
-    except (MdkerasError, TypeError):
         return math.nan
 
 
@@ -97,10 +102,22 @@ def summarize(records: list[dict]) -> pd.DataFrame:
         row["train_seconds"] = group["train_seconds"].mean()
         row["device"] = "; ".join(sorted({str(d) for d in group["device"].dropna()}))
         row["samples"] = group["samples"].max()
+        row["collapsed_seeds"], row["learned"] = _learned(list(group["collapsed"]))
         out.append(row)
     df = pd.DataFrame(out)
     order = [*AXES, "samples", "scale", "case"]  # paper-s10000 before paper-s100000
     return df.sort_values(order, kind="stable").reset_index(drop=True)[COLUMNS]
+
+
+def _learned(collapsed: list) -> tuple[float, object]:
+    """`(seeds that did not learn, learned)` of one row: `learned` is False if any seed's model
+    did not learn, True if every seed's learned, None if some are unknown (older records)."""
+    known = [c for c in collapsed if c is not None and not pd.isna(c)]
+    if any(known):
+        return float(sum(bool(c) for c in known)), False
+    if len(known) == len(collapsed):
+        return 0.0, True
+    return (0.0 if known else math.nan), None
 
 
 def failures(records: list[dict]) -> list[str]:
@@ -146,6 +163,12 @@ def to_markdown(df: pd.DataFrame) -> str:
                 "vs paper": df["delta_vs_paper"].map(lambda v: _fmt(v, signed=True)),
                 "epochs": df["epochs"].map(lambda v: _fmt(v, digits=1)),
                 "train_s": df["train_seconds"].map(lambda v: _fmt(v, digits=1)),
+                "learned": [
+                    _learned_mark(learned, n, seeds)
+                    for learned, n, seeds in zip(
+                        df["learned"], df["collapsed_seeds"], df["seeds"], strict=True
+                    )
+                ],
             }
         )
         lines.append(
@@ -153,6 +176,8 @@ def to_markdown(df: pd.DataFrame) -> str:
                 table, headers="keys", tablefmt="github", showindex=False, disable_numparse=True
             )
         )
+        legend = f"learned: **NO** where the model of some seed did not learn ({LEARNING_RULE})."
+        lines += ["", legend]
     else:
         lines.append("No successful runs.")
     failed = df.attrs.get("failed", [])
@@ -160,6 +185,17 @@ def to_markdown(df: pd.DataFrame) -> str:
         lines += ["", f"Failed runs ({len(failed)}):", ""]
         lines += [f"- {line}" for line in failed]
     return "\n".join(lines) + "\n"
+
+
+def _learned_mark(learned, collapsed_seeds, seeds: str) -> str:
+    """`yes`, `**NO**` (with `k of n seeds` when not all), or blank (records too old to say)."""
+    if learned is None or pd.isna(learned):
+        return ""
+    if bool(learned):
+        return "yes"
+    n = len(str(seeds).split(","))
+    k = int(collapsed_seeds)
+    return "**NO**" if k == n else f"**NO** ({k} of {n} seeds)"
 
 
 def _fmt(value, digits: int = 3, signed: bool = False) -> str:
@@ -182,8 +218,8 @@ def report(directory: str | os.PathLike) -> pd.DataFrame:
     """Summarise `directory`, write `summary.csv` and `summary.md` there atomically, return it."""
     directory = Path(directory)
     df = summarize_dir(directory)
-    atomic_write_text(directory / "summary.csv", df.to_csv(index=False))
-    atomic_write_text(directory / "summary.md", to_markdown(df))
+    atomic_write(directory / "summary.csv", df.to_csv(index=False))
+    atomic_write(directory / "summary.md", to_markdown(df))
     return df
 
 
@@ -207,9 +243,207 @@ def load_summary(path: str | os.PathLike) -> pd.DataFrame:
             f"{path} lacks column(s) {', '.join(map(repr, missing))}: expected a summary.csv "
             "written by `python -m benchmarks report`."
         )
+    numbers = pd.to_numeric(df["joint_accuracy"], errors="coerce")
+    bad = df["joint_accuracy"].notna() & numbers.isna()
+    if bad.any():
+        i = int(bad.to_numpy().argmax())
+        raise MdkerasError(
+            f"{path} row {i + 2} ({df['case'].iloc[i]}) has joint_accuracy="
+            f"{df['joint_accuracy'].iloc[i]!r}: expected a number or an empty cell; fix or "
+            "regenerate it with `report`."
+        )
+    df["joint_accuracy"] = numbers
+    if "learned" in df.columns:
+        df["learned"] = df["learned"].map(_parse_learned)
     return df
+
+
+def _parse_learned(value):
+    """`learned` as read back from CSV: True, False or None."""
+    text = str(value).strip().lower()
+    return {"true": True, "false": False}.get(text)
 
 
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+# --- README tables ---------------------------------------------------------------------------
+#
+# `python -m benchmarks report --readme README.md` rewrites every section of the README between
+# `<!-- mdkeras:table NAME -->` and `<!-- /mdkeras:table -->` with the table NAME made from the
+# committed records under `results/` beside it; a test fails when the README drifts from them.
+
+README_SECTION = re.compile(
+    r"(?P<open><!-- mdkeras:table (?P<name>[\w.-]+) -->\n)(?P<body>.*?)"
+    r"(?P<close><!-- /mdkeras:table -->)",
+    re.S,
+)
+PAPER_VARIANTS = (  # (column, case variant, scale) of the paper-scale table
+    ("LeNet, paper's setting", "lenet-paper", "paper"),
+    ("LeNet joint + D4", "lenet-paper-joint-d4", "paper"),
+    ("forcemap", "forcemap-paper", "paper"),
+    ("forcemap, 250,000 samples", "forcemap-paper", "paper-s250000"),
+)
+SAMPLE_VARIANTS = (
+    ("LeNet", "lenet-paper"),
+    ("LeNet + D4", "lenet-paper-d4"),
+    ("forcemap", "forcemap-paper"),
+)
+
+
+def _settings(df: pd.DataFrame, variant: str) -> list:
+    """The settings (in registry order) with a row of `variant` at n = 28 in `df`."""
+    from benchmarks.registry import list_cases
+
+    have = {c.rsplit(f"-{variant}", 1)[0] for c in df["case"] if c.endswith(f"-{variant}")}
+    return [c for c in dict.fromkeys(c.setting for c in list_cases()) if c in have]
+
+
+def _row(df: pd.DataFrame, case: str, scale: str):
+    rows = df[(df["case"] == case) & (df["scale"] == scale)]
+    return rows.iloc[0] if len(rows) else None
+
+
+def _accuracy_cell(row, fraction: bool = True) -> str:
+    """`0.929 ± 0.004 (0.984)`: joint accuracy mean (± sd over seeds), fraction of Bayes."""
+    if row is None:
+        return ""
+    text = f"{row['joint_accuracy']:.3f}"
+    if row["joint_accuracy_n"] > 1:
+        text += f" ± {row['joint_accuracy_sd']:.3f}"
+    if fraction and not pd.isna(row["fraction_of_bayes"]):
+        text += f" ({row['fraction_of_bayes']:.3f})"
+    if _is_false(row["learned"]):
+        text += " **did not learn**"
+    return text
+
+
+def _is_false(value) -> bool:
+    return value is not None and not pd.isna(value) and not bool(value)
+
+
+def _setting_label(first, with_window: bool = True) -> str:
+    from mdkeras.potentials import label
+
+    text = f"{label(first['potential'])} ρ = {first['density']:g}"
+    return text + (f", W = {first['window']:g}" if with_window else "")
+
+
+def _markdown(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def paper_table(results: Path) -> str:
+    """The paper-scale accuracy table: per n = 28 `paper`-encoding setting, the baselines (means
+    over the LeNet seeds), LeNet against the paper's 71 %, LeNet joint + D4 and `forcemap`."""
+    df = summarize_dir(results / "paper")
+    rows = []
+    for setting in _settings(df, "lenet-paper"):
+        lenet = _row(df, f"{setting}-lenet-paper", "paper")
+        if lenet is None or not setting.endswith("-n28"):
+            continue
+        cells = [_setting_label(lenet)]
+        cells += [_fmt(lenet[m]) for m in ("majority", "cell_centre", "bayes_limit")]
+        cells.append(_accuracy_cell(lenet, fraction=False))
+        cells.append(_fmt(lenet["delta_vs_paper"], signed=True).replace("-", "−"))
+        for _, variant, scale in PAPER_VARIANTS[1:]:
+            cells.append(_accuracy_cell(_row(df, f"{setting}-{variant}", scale)))
+        rows.append(cells)
+    headers = ["setting (n = 28, paper encoding)", "majority", "cell centre", "Bayes limit"]
+    headers += [PAPER_VARIANTS[0][0], "vs 71 %", *(c for c, _, _ in PAPER_VARIANTS[1:])]
+    return _markdown(headers, rows)
+
+
+def forcemap_bayes_table(results: Path) -> str:
+    """`forcemap`'s fraction of the Bayes limit per seed on the n = 28 `paper`-encoding
+    settings, at the `paper` scale's 50,000 samples and at 250,000."""
+    per_seed = {}
+    for _, r in load_records(results / "paper"):
+        if r["status"] == "ok" and r["case_name"].endswith("-n28-forcemap-paper"):
+            per_seed.setdefault((r["case_name"], r["scale"]), []).append(r)
+    df = summarize_dir(results / "paper")
+    scales = (("50,000 samples", "paper"), ("250,000 samples", "paper-s250000"))
+    rows = []
+    for setting in _settings(df, "forcemap-paper"):
+        case = f"{setting}-forcemap-paper"
+        first = _row(df, case, "paper")
+        if first is None:
+            continue
+        cells = [_setting_label(first, with_window=False)]
+        for _, scale in scales:
+            recs = sorted(per_seed.get((case, scale), []), key=lambda r: r["seed"])
+            cells.append(", ".join(f"{r['fraction_of_bayes']:.3f}" for r in recs))
+        rows.append(cells)
+    return _markdown(["setting", *(c for c, _ in scales)], rows)
+
+
+def samples_table(results: Path) -> str:
+    """Joint accuracy (fraction of Bayes) against samples on `lj-rho0.50-w8-n28`, per variant,
+    with the Bayes limit ± its standard error (`results/samples`)."""
+    from benchmarks.plots import sample_curve_table
+
+    loaded = [r for _, r in load_records(results / "samples") if r["status"] == "ok"]
+    settings = list(dict.fromkeys(r["case_name"].rsplit("-", 2)[0] for r in loaded))
+    table = sample_curve_table(loaded, settings[0])
+    rows = []
+    for samples, group in table.groupby("samples", sort=True):
+        by_variant = {v: g.iloc[0] for v, g in group.groupby("variant")}
+        cells = [f"{int(samples):,}"]
+        for _, variant in SAMPLE_VARIANTS:
+            r = by_variant.get(variant)
+            cells.append(
+                "" if r is None else f"{r['joint_accuracy']:.3f} ({r['fraction_of_bayes']:.3f})"
+            )
+        cells.append(f"{group['bayes_limit'].mean():.3f} ± {group['bayes_limit_se'].mean():.3f}")
+        rows.append(cells)
+    headers = ["samples (train + test)", *(c for c, _ in SAMPLE_VARIANTS), "Bayes limit"]
+    return _markdown(headers, rows)
+
+
+README_TABLES = {
+    "paper": paper_table,
+    "forcemap-bayes": forcemap_bayes_table,
+    "samples": samples_table,
+}
+
+
+def render_readme(text: str, results: str | os.PathLike, *, source: str = "README") -> str:
+    """`text` with every marked table section regenerated from the records under `results`."""
+    results = Path(results)
+    names = [m["name"] for m in README_SECTION.finditer(text)]
+    unknown = [n for n in names if n not in README_TABLES]
+    if unknown:
+        raise MdkerasError(
+            f"{source} marks table(s) {', '.join(map(repr, unknown))}: expected one of "
+            f"{', '.join(map(repr, README_TABLES))}."
+        )
+    if text.count("<!-- mdkeras:table ") != len(names):
+        raise MdkerasError(
+            f"{source} has a `<!-- mdkeras:table NAME -->` without its `<!-- /mdkeras:table -->`"
+            ": close every generated section."
+        )
+    tables = {n: README_TABLES[n](results) for n in dict.fromkeys(names)}
+    return README_SECTION.sub(lambda m: m["open"] + tables[m["name"]] + m["close"], text)
+
+
+def update_readme(path: str | os.PathLike, *, check: bool = False) -> bool:
+    """Regenerate the marked tables of the README at `path` from `results/` beside it; return
+    whether it changed (with `check`, write nothing)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise MdkerasError(f"cannot read --readme {path} ({e.strerror or e}).") from None
+    if "<!-- mdkeras:table " not in text:
+        raise MdkerasError(
+            f"--readme {path} has no `<!-- mdkeras:table NAME -->` section: expected the "
+            "project's README.md."
+        )
+    new = render_readme(text, path.parent / "results", source=str(path))
+    if new != text and not check:
+        atomic_write(path, new)
+    return new != text

@@ -1,25 +1,28 @@
-"""Run one (case, seed) in this process and hand its record back: the unit both executors run.
+"""Run (case, seed) tasks in this process and hand their records back: what every executor runs.
 
-`python -m benchmarks.worker TASK.json RESULT.json` (what the `local` executor starts, one fresh
-process per pair) reads a task written by `benchmarks.executors`, calls
-`mdkeras.training.run_case` and writes `{"record": ..., "seconds": ...}` to RESULT.json
-atomically; the parent writes the record to `--out`. The `ray` executor calls `run_payload` in a
-Ray worker and gets the same dict back. A case that raises gives a failed record (status
-"failed", one-line `error`), never an exception; only a worker that dies gives no result.
+`python -m benchmarks.worker TASKS.json RESULTS_DIR` (what the `local` executor starts) reads a
+list of tasks written by `benchmarks.executors` and runs them one after the other; for task `k`
+it creates `RESULTS_DIR/started-k` before the case and writes `RESULTS_DIR/result-k.json`
+(`{"record": ..., "seconds": ...}`) atomically after it, so the parent can record each case as
+soon as it ends and knows which case was in flight if this process dies. The `ray` executor
+calls `run_payload` in a Ray worker and gets the same dict back; `inline` calls it in the
+driver. A case that raises gives a failed record (status "failed", one-line `error`), never an
+exception; only a process that dies gives no result.
 
-Test hook: a task with `"test_kill": true` (set by the executor when the case is named in
-`$BENCHMARKS_TEST_KILL`) SIGKILLs its own process one second into the case, as the kernel's
-OOM killer would.
+TensorFlow's start-up chatter (CUDA probing, absl's pre-init notice, oneDNN) is captured while
+`mdkeras.training` is imported and shown only if the import fails.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import logging
 import os
-import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,29 +30,73 @@ from pathlib import Path
 from benchmarks import records
 from mdkeras.config import Case, Scale
 
-TEST_KILL_DELAY_S = 1.0
+
+def quiet_tensorflow_environment(environ=os.environ) -> None:
+    """Settings that keep TensorFlow's C++ and absl logging to errors (set before its import)."""
+    environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def import_training():
+    """`mdkeras.training`, imported with TensorFlow's start-up lines on stderr captured (they
+    reach stderr only if the import fails); Python-side TensorFlow warnings (e.g. about
+    retracing) are turned down to errors. A module already imported is returned as it is."""
+    if "mdkeras.training" in sys.modules:
+        return sys.modules["mdkeras.training"]
+    quiet_tensorflow_environment()
+    with _captured_stderr() as captured:
+        try:
+            training = importlib.import_module("mdkeras.training")
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # CUDA is probed here: its notices are captured
+        except BaseException:
+            captured.failed = True
+            raise
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    return training
+
+
+class _Capture:
+    failed = False
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Point file descriptor 2 at a temporary file (C++ libraries write there directly);
+    replay it to stderr only if the block fails."""
+    capture = _Capture()
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # e.g. pytest's captured stderr
+        yield capture
+        return
+    with tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        saved = os.dup(fd)
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield capture
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            if capture.failed:
+                tmp.seek(0)
+                sys.stderr.write(tmp.read().decode("utf-8", "replace"))
+                sys.stderr.flush()
 
 
 def run_one(
-    case: Case,
-    scale: Scale,
-    seed: int,
-    run_kwargs: dict,
-    format_version: int,
-    *,
-    executor: str,
-    training=None,
+    case: Case, scale: Scale, seed: int, options: dict, format_version: int, *, executor: str
 ) -> dict:
-    """`run_case(case, scale, seed, **run_kwargs)`'s record, or a failed record if it raises.
+    """`run_case(case, scale, seed, **options)`'s record, or a failed record if it raises.
 
-    `training` is the `mdkeras.training` module to use (imported here if None). The record's
-    provenance gains `executor`, `host` (the machine that ran it) and `tf_intra_op_threads`
-    (`$TF_NUM_INTRAOP_THREADS`; None: TensorFlow's default, all cores).
+    The record's provenance gains `executor`, `host` (the machine that ran it) and
+    `tf_intra_op_threads` (`$TF_NUM_INTRAOP_THREADS`; None: TensorFlow's default, all cores).
     """
     try:
-        if training is None:
-            training = importlib.import_module("mdkeras.training")
-        record = training.run_case(case, scale, seed, **run_kwargs)
+        record = import_training().run_case(case, scale, seed, **options)
     except Exception as e:  # one bad case must not stop the suite
         record = records.failed_record(case, scale, seed, e, format_version)
     provenance = record.setdefault("provenance", {})
@@ -71,34 +118,36 @@ def run_payload(payload: dict) -> dict:
     """
     t0 = time.monotonic()
     os.environ.update(payload.get("env") or {})
-    if payload.get("test_kill"):
-        _kill_self_after(TEST_KILL_DELAY_S, payload.get("test_kill_log"))
     record = run_one(
         Case.from_dict(payload["case"]),
         Scale(**payload["scale"]),
         int(payload["seed"]),
-        dict(payload["run_kwargs"]),
+        dict(payload["options"]),
         int(payload["format_version"]),
         executor=payload["executor"],
     )
     return {"record": record, "seconds": time.monotonic() - t0}
 
 
-def _kill_self_after(delay: float, log: str | None) -> None:
-    def kill():
-        if log:
-            with open(log, "a", encoding="utf-8") as f:
-                f.write(f"{os.getpid()}\n")
-        os.kill(os.getpid(), signal.SIGKILL)
+def started_path(results: Path, k: int) -> Path:
+    return Path(results) / f"started-{k}"
 
-    timer = threading.Timer(delay, kill)
-    timer.daemon = True
-    timer.start()
+
+def result_path(results: Path, k: int) -> Path:
+    return Path(results) / f"result-{k}.json"
+
+
+def run_batch(tasks: list[dict], results: Path) -> None:
+    """Run `tasks` in order, marking each started and writing each result as it ends."""
+    for task in tasks:
+        k = int(task["k"])
+        started_path(results, k).touch()
+        records.write_record(result_path(results, k), run_payload(task))
 
 
 def _exit_with_parent(poll_s: float = 2.0) -> None:
     """End this worker if the `run` process that started it dies (killed without cleaning up):
-    a case nobody will record must not keep holding a GPU."""
+    cases nobody will record must not keep holding a GPU."""
     parent = os.getppid()
 
     def watch():
@@ -112,12 +161,11 @@ def _exit_with_parent(poll_s: float = 2.0) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
-        print("usage: python -m benchmarks.worker TASK.json RESULT.json", file=sys.stderr)
+        print("usage: python -m benchmarks.worker TASKS.json RESULTS_DIR", file=sys.stderr)
         return 2
-    task, result = map(Path, argv)
+    tasks, results = map(Path, argv)
     _exit_with_parent()
-    payload = json.loads(task.read_text(encoding="utf-8"))
-    records.write_record(result, run_payload(payload))
+    run_batch(json.loads(tasks.read_text(encoding="utf-8")), results)
     return 0
 
 

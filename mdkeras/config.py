@@ -6,15 +6,15 @@ Both are frozen records; a case's `name` reads as the case, e.g. `lj-rho0.50-w8-
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
+from mdkeras.architectures import ARCHITECTURES
+from mdkeras.checks import check_choice, check_int, check_number
 from mdkeras.encoding import ENCODINGS
 from mdkeras.errors import MdkerasError
 from mdkeras.potentials import check_potential
+from mdkeras.sampling import SAMPLERS, get_sampler
 
-SAMPLERS = ("uniform",)
-ARCHITECTURES = ("lenet", "alexnet", "forcemap")
 HEADS = ("separate", "joint")
 PAPER_REFERENCE = 0.71  # the paper's best joint-class accuracy
 
@@ -38,23 +38,28 @@ class Case:
     head: str = "separate"
     sampler: str = "uniform"
     augment: bool = False  # train with random D4 rotations/reflections of grid and force
+    temperature: float | None = None  # samplers with a temperature only; None: its default
 
     def __post_init__(self):
         check_potential(self.potential)
-        _check_choice("sampler", self.sampler, SAMPLERS)
-        _check_choice("architecture", self.architecture, ARCHITECTURES)
-        _check_choice("encoding", self.encoding, ENCODINGS)
-        _check_choice("head", self.head, HEADS)
-        if not (math.isfinite(self.density) and self.density > 0):
-            raise MdkerasError(f"density={self.density!r} is not allowed: expected a number > 0.")
-        if not (math.isfinite(self.window) and self.window > 0):
-            raise MdkerasError(f"window={self.window!r} is not allowed: expected a number > 0.")
-        if int(self.grid) != self.grid or self.grid < 2:
-            raise MdkerasError(f"grid={self.grid!r} is not allowed: expected an integer >= 2.")
-        if int(self.classes) != self.classes or self.classes < 2:
+        check_choice("sampler", self.sampler, SAMPLERS)
+        check_choice("architecture", self.architecture, ARCHITECTURES)
+        default_t = get_sampler(self.sampler).temperature
+        if default_t is None and self.temperature is not None:
             raise MdkerasError(
-                f"classes={self.classes!r} is not allowed: expected an integer >= 2."
+                f"temperature={self.temperature!r} is not allowed for sampler "
+                f"{self.sampler!r}: it has no temperature; leave it unset."
             )
+        if default_t is not None and self.temperature is None:
+            object.__setattr__(self, "temperature", float(default_t))
+        if self.temperature is not None:
+            check_number("temperature", self.temperature, positive=True, noun="a number")
+        check_choice("encoding", self.encoding, ENCODINGS)
+        check_choice("head", self.head, HEADS)
+        check_number("density", self.density, positive=True, noun="a number")
+        check_number("window", self.window, positive=True, noun="a number")
+        check_int("grid", self.grid, min=2)
+        check_int("classes", self.classes, min=2)
 
     @property
     def name(self) -> str:
@@ -63,9 +68,12 @@ class Case:
 
     @property
     def setting(self) -> str:
-        """The data half of the name, `lj-rho0.50-w8-n28`: what the model sees and must predict."""
-        parts = [self.potential, f"rho{self.density:.2f}", f"w{_fmt_number(self.window)}"]
-        parts.append(f"n{self.grid}")
+        """The data half of the name, `lj-rho0.50-w8-n28` (`md-lj-rho0.50-t1.00-w8-n28` for a
+        sampler other than `uniform`, with its temperature): what the model sees and predicts."""
+        parts = [self.potential, f"rho{self.density:.2f}"]
+        if self.temperature is not None:
+            parts.append(f"t{self.temperature:.2f}")
+        parts += [f"w{_fmt_number(self.window)}", f"n{self.grid}"]
         if self.sampler != "uniform":
             parts.insert(0, self.sampler)
         return "-".join(parts)
@@ -100,7 +108,12 @@ class Case:
         return PAPER_REFERENCE if self.is_paper_reproduction else None
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields, without `temperature` when the sampler has none (records stay as they
+        were before samplers had temperatures)."""
+        d = dataclasses.asdict(self)
+        if d["temperature"] is None:
+            del d["temperature"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Case:
@@ -110,16 +123,25 @@ class Case:
 
 @dataclass(frozen=True)
 class Scale:
-    """How big a run is (SPEC §8): samples (train + test), max epochs, early-stopping patience."""
+    """How big a run is (SPEC §8): samples (train + test), max epochs, early-stopping patience.
+
+    A `capped` scale cuts each split to the architecture's smoke budget
+    (`Architecture.smoke_cells`: AlexNet keeps 8-24 samples per split, LeNet 312 at n = 56,
+    everything else the whole splits). `smoke` is capped and is a plumbing check: it guarantees
+    that every case builds its dataset, trains, evaluates, scores its baselines and writes a
+    complete record, in seconds; it does not guarantee that a model learns (the record's
+    `metrics.collapsed` says when it did not). `ci` and `paper` are never capped.
+    """
 
     name: str
     samples: int
     max_epochs: int
     patience: int | None = None  # None: no early stopping, train max_epochs and keep the last
+    capped: bool = False  # cut the splits to `Architecture.smoke_cells`
 
 
 SCALES = {
-    "smoke": Scale("smoke", samples=2_000, max_epochs=2),
+    "smoke": Scale("smoke", samples=2_000, max_epochs=2, capped=True),
     "ci": Scale("ci", samples=10_000, max_epochs=8, patience=3),
     "paper": Scale("paper", samples=50_000, max_epochs=30, patience=3),
 }
@@ -140,12 +162,4 @@ def with_samples(scale: Scale, samples: int) -> Scale:
 
 def get_scale(name: str) -> Scale:
     """The named scale, or one clear error listing the allowed names."""
-    _check_choice("scale", name, tuple(SCALES))
-    return SCALES[name]
-
-
-def _check_choice(what: str, value, allowed: tuple) -> None:
-    if value not in allowed:
-        raise MdkerasError(
-            f"{what}={value!r} is not allowed: expected one of {', '.join(map(repr, allowed))}."
-        )
+    return SCALES[check_choice("scale", name, SCALES)]

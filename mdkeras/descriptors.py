@@ -9,54 +9,74 @@ from exactly the particles counted in `D`.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from mdkeras.checks import check_finite, check_int, check_number
 from mdkeras.errors import MdkerasError
 from mdkeras.potentials import check_potential, force_over_r
 
 MAX_COUNT = 255  # counts are stored as uint8; more is an error, not a wrap
+# A cell list keeps a dense table of cells while it has at most this many cells per particle
+# (and always up to DENSE_CELLS_MIN); beyond, it looks up the occupied cells in sorted order, so
+# a sparse box (box=1e5, window=1) costs memory for its particles, not for its area.
+DENSE_CELLS_PER_PARTICLE = 16
+DENSE_CELLS_MIN = 2**16
+MAX_CELLS_SIDE = 2**31  # cell ids `cy * ncell + cx` must fit in int64; larger cells stay correct
 
 
-def check_window(window: float, grid: int, box: float | None = None) -> None:
-    """Validate the window side, grid size and (if given) that the window fits in the box."""
-    if not (isinstance(window, (int, float)) and math.isfinite(window) and window > 0):
-        raise MdkerasError(f"window={window!r} is not allowed: expected a window side > 0.")
-    if isinstance(grid, bool) or int(grid) != grid or grid < 2:
-        raise MdkerasError(f"grid={grid!r} is not allowed: expected an integer >= 2 cells a side.")
-    if box is not None and window >= box:
+def check_window(window, grid, box: float | None = None) -> tuple[float, int]:
+    """Validate the window side, grid size and (if given) that the window fits in the box.
+
+    Returns `(window, grid)` as a float and an int."""
+    side = check_number("window", window, positive=True, noun="a window side")
+    grid = check_int("grid", grid, min=2, hint="use e.g. grid=28")
+    if box is not None and side >= box:
         raise MdkerasError(
             f"window={window!r} is not allowed for box side {box:.4g}: expected window < box; "
             "use a smaller window or more particles (a larger box)."
         )
+    return side, grid
 
 
 def window_pairs(positions: np.ndarray, box: float, targets: np.ndarray, window: float, grid: int):
     """All (target, neighbour) pairs whose neighbour falls in a cell of the target's window.
 
-    A cell list with cell side >= W/4 gives each target its 5 x 5 block of candidate cells; the
-    cell test of SPEC §3 on the minimum-image displacement then selects exactly the counted
-    neighbours. Returns `(t, dx, dy, ix, iy)`, one entry per pair: `t` int64 index into
-    `targets`, float64 displacements `r_j - r_t`, int64 cell indices in `[0, n)`.
+    A cell list with cell side >= W/4 gives each target its 5 x 5 block of candidate cells (a
+    dense table of cells, or for a sparse box a binary search among the occupied ones: the same
+    candidates in the same order); the cell test of SPEC §3 on the minimum-image displacement
+    then selects exactly the counted neighbours. Returns `(t, dx, dy, ix, iy)`, one entry per
+    pair: `t` int64 index into `targets`, float64 displacements `r_j - r_t`, int64 cell indices
+    in `[0, n)`.
     """
     n_targets = len(targets)
     span = 2  # cells of side >= W/(2 span) on each side of the target's cell cover the window
-    ncell = int(box // (0.5 * window / span * (1.0 + 1e-9)))
+    ncell = min(int(box // (0.5 * window / span * (1.0 + 1e-9))), MAX_CELLS_SIDE)
     px, py = positions[:, 0], positions[:, 1]
     if ncell > 2 * span:
         cxy = np.floor(positions * (ncell / box)).astype(np.int64) % ncell
         cell = cxy[:, 1] * ncell + cxy[:, 0]
         order = np.argsort(cell)
-        count = np.bincount(cell, minlength=ncell * ncell)
-        start = np.cumsum(count) - count
-        wrap = np.arange(-span, ncell + span) % ncell  # wrap[c + span] = c mod ncell
-        tc = cxy[targets] + span
-        near = (wrap[tc[:, 1:2] + _BLOCK[:, 1]] * ncell + wrap[tc[:, 0:1] + _BLOCK[:, 0]]).ravel()
-        per = count[near]
-        base = start[near] - (np.cumsum(per) - per)  # where each block starts in `order`
+        if ncell * ncell <= max(DENSE_CELLS_MIN, DENSE_CELLS_PER_PARTICLE * len(positions)):
+            count = np.bincount(cell, minlength=ncell * ncell)
+            start = np.cumsum(count) - count
+            wrap = np.arange(-span, ncell + span) % ncell  # wrap[c + span] = c mod ncell
+            tc = cxy[targets] + span
+            near = (
+                wrap[tc[:, 1:2] + _BLOCK[:, 1]] * ncell + wrap[tc[:, 0:1] + _BLOCK[:, 0]]
+            ).ravel()
+            per = count[near]
+            first = start[near]
+        else:  # the same cells and order, found by binary search among the occupied ones
+            tc = cxy[targets]
+            near = (
+                (tc[:, 1:2] + _BLOCK[:, 1]) % ncell * ncell + (tc[:, 0:1] + _BLOCK[:, 0]) % ncell
+            ).ravel()
+            sorted_cell = cell[order]
+            first = np.searchsorted(sorted_cell, near, side="left")
+            per = np.searchsorted(sorted_cell, near, side="right") - first
+        base = first - (np.cumsum(per) - per)  # where each block starts in `order`
         j = order[np.repeat(base, per) + np.arange(per.sum())]
-        per_target = per.reshape(n_targets, -1).sum(axis=1)
+        per_target = per.reshape(n_targets, len(_BLOCK)).sum(axis=1)
     else:  # the window spans most of the box: every particle is a candidate
         j = np.tile(np.arange(len(positions)), n_targets)
         per_target = np.full(n_targets, len(positions))
@@ -83,9 +103,10 @@ def featurize(positions, box, targets, *, potential: str, window: float, grid: i
     """Occupancy grids and window forces for `targets` of one periodic configuration.
 
     Args:
-        positions: `(N, 2)` particle coordinates (reduced units), any real values (wrapped).
+        positions: `(N, 2)` finite particle coordinates (reduced units), any real values
+            (wrapped); `N = 0` (an empty configuration) allows only empty `targets`.
         box: side `B` of the periodic square box; must exceed `window`.
-        targets: `(T,)` indices into `positions`.
+        targets: `(T,)` integer indices into `positions`; `T = 0` gives empty results.
         potential: `"lj"` or `"coulomb"`.
         window: window side `W`; grid: cells a side `n` (>= 2).
     Returns:
@@ -93,27 +114,13 @@ def featurize(positions, box, targets, *, potential: str, window: float, grid: i
         `(F_x, F_y)` on each target from exactly the counted particles.
     """
     check_potential(potential)
-    positions = np.asarray(positions, dtype=np.float64)
-    if positions.ndim != 2 or positions.shape[1] != 2:
-        raise MdkerasError(f"positions have shape {positions.shape}: expected (N, 2).")
-    if not np.all(np.isfinite(positions)):
-        raise MdkerasError("positions contain NaN or inf: expected finite coordinates.")
-    if not (isinstance(box, (int, float, np.floating)) and math.isfinite(box) and box > 0):
-        raise MdkerasError(f"box={box!r} is not allowed: expected a box side > 0.")
-    check_window(window, grid, float(box))
-    targets = np.asarray(targets)
-    if targets.ndim != 1 or not np.issubdtype(targets.dtype, np.integer):
-        raise MdkerasError(
-            f"targets must be a 1-D integer index array, got {targets.dtype} {targets.shape}."
-        )
-    bad = targets[(targets < 0) | (targets >= len(positions))]
-    if bad.size:
-        raise MdkerasError(
-            f"target index {int(bad[0])} is out of range: expected 0 <= index < {len(positions)}."
-        )
-    targets = targets.astype(np.int64)
-    n = int(grid)
-    t, dx, dy, ix, iy = window_pairs(positions, float(box), targets, float(window), n)
+    positions = _as_positions(positions)
+    box = check_number("box", box, positive=True, noun="a box side")
+    window, n = check_window(window, grid, box)
+    targets = _as_targets(targets, len(positions))
+    if len(targets) == 0:
+        return np.zeros((0, n, n), dtype=np.uint8), np.zeros((0, 2), dtype=np.float64)
+    t, dx, dy, ix, iy = window_pairs(positions, box, targets, window, n)
     flat = (t * n + iy) * n + ix
     counts = np.bincount(flat, minlength=len(targets) * n * n)
     if counts.size and counts.max() > MAX_COUNT:
@@ -122,15 +129,64 @@ def featurize(positions, box, targets, *, potential: str, window: float, grid: i
             "use a finer grid or a lower density."
         )
     grids = counts.astype(np.uint8).reshape(len(targets), n, n)
-    return grids, sum_forces(potential, t, dx, dy, len(targets))
+    return grids, sum_forces(potential, t, dx, dy, len(targets), targets=targets)
 
 
-def sum_forces(potential: str, owner: np.ndarray, dx, dy, size: int) -> np.ndarray:
-    """Sum the pair forces from displacements `(dx, dy)` (P,) into `size` targets by `owner`."""
-    g = force_over_r(potential, dx * dx + dy * dy)
-    if not np.all(np.isfinite(g)):
+def _as_positions(positions) -> np.ndarray:
+    """`positions` as a finite float64 `(N, 2)` array (an empty list counts as `(0, 2)`)."""
+    try:
+        positions = np.asarray(positions, dtype=np.float64)
+    except (TypeError, ValueError) as err:
         raise MdkerasError(
-            "a neighbour coincides with its target (distance 0): expected distinct positions."
+            f"positions are not an array of numbers ({err}): expected an (N, 2) float array."
+        ) from None
+    if positions.size == 0 and positions.ndim == 1:
+        positions = positions.reshape(0, 2)
+    if positions.ndim != 2 or positions.shape[1] != 2:
+        raise MdkerasError(f"positions have shape {positions.shape}: expected (N, 2).")
+    return check_finite("positions", positions)
+
+
+def _as_targets(targets, particles: int) -> np.ndarray:
+    """`targets` as an int64 index array into `particles` positions (an empty list is allowed)."""
+    targets = np.asarray(targets)
+    if targets.ndim == 1 and targets.size == 0:
+        return targets.astype(np.int64)
+    if targets.ndim != 1 or not np.issubdtype(targets.dtype, np.integer):
+        raise MdkerasError(
+            f"targets must be a 1-D integer index array, got {targets.dtype} {targets.shape}."
+        )
+    if particles == 0:
+        raise MdkerasError(
+            f"target index {int(targets[0])} is out of range: positions hold no particles; "
+            "pass targets=[] for an empty configuration."
+        )
+    bad = targets[(targets < 0) | (targets >= particles)]
+    if bad.size:
+        raise MdkerasError(
+            f"target index {int(bad[0])} is out of range: expected 0 <= index < {particles}."
+        )
+    return targets.astype(np.int64)
+
+
+def sum_forces(potential: str, owner: np.ndarray, dx, dy, size: int, *, targets=None):
+    """Sum the pair forces from displacements `(dx, dy)` (P,) into `size` targets by `owner`.
+
+    A pair too close for a finite force (distance 0, or 1e-30 for LJ) is an error naming its
+    distance and its target (`owner`, and the particle index `targets[owner]` if given).
+    """
+    g = force_over_r(potential, dx * dx + dy * dy)
+    finite = np.isfinite(g)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        i = bad[0]
+        who = f"target {int(owner[i])}"
+        if targets is not None:
+            who += f" (particle {int(targets[owner[i]])})"
+        raise MdkerasError(
+            f"{who} has a neighbour at distance {float(np.hypot(dx[i], dy[i])):.3g}, too close "
+            f"for a finite {potential} pair force ({len(bad)} such pair(s)): expected distinct "
+            "positions; check the configuration for overlapping particles."
         )
     out = np.empty((size, 2), dtype=np.float64)
     out[:, 0] = np.bincount(owner, weights=-g * dx, minlength=size)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mdkeras import potentials
+from mdkeras.checks import check_choice, check_finite, check_int, check_number
 from mdkeras.errors import MdkerasError
 
 ENCODINGS = ("paper", "quantile")
@@ -17,16 +19,18 @@ def encode(forces, *, f_max: float, classes: int) -> np.ndarray:
     """The paper's rule: `clip(floor((F + f_max) / (2 f_max) * K), 0, K - 1)` per component.
 
     Args:
-        forces: `(..., 2)` float64 forces; f_max: the class range `|f(h)|`; classes: `K`.
+        forces: `(..., 2)` finite float64 forces; f_max: the class range `|f(h)|`; classes: `K`.
     Returns:
         int64 classes of `forces`' shape.
     """
-    _check_f_max(f_max)
-    _check_classes(classes)
-    forces = np.asarray(forces, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
+    f_max = _check_f_max(f_max)
+    classes = _check_classes(classes)
+    forces = check_finite("forces", forces)
+    with np.errstate(over="ignore", invalid="ignore"):
         k = np.floor((forces + f_max) / (2.0 * f_max) * classes)
-    return np.clip(np.nan_to_num(k, nan=0.0), 0, classes - 1).astype(np.int64)
+    if np.isnan(k).any():  # inf / inf where a finite force near the float64 limit overflowed
+        k[np.isnan(k)] = np.where(forces[np.isnan(k)] > 0, classes - 1, 0)
+    return np.clip(k, 0, classes - 1).astype(np.int64)
 
 
 class PaperEncoder:
@@ -36,16 +40,14 @@ class PaperEncoder:
     name = "paper"
 
     def __init__(self, f_max: float, classes: int):
-        _check_f_max(f_max)
-        _check_classes(classes)
-        self.f_max = float(f_max)
-        self.classes = int(classes)
+        self.f_max = _check_f_max(f_max)
+        self.classes = _check_classes(classes)
         width = 2.0 * self.f_max / self.classes
         centres = -self.f_max + width * (np.arange(self.classes) + 0.5)
         self.values = np.stack([centres, centres], axis=1)  # (K, 2) decoded force per class
 
     def fit(self, train_forces) -> PaperEncoder:
-        train_forces = np.asarray(train_forces, dtype=np.float64)
+        train_forces = check_finite("training forces", train_forces)
         k = self.encode(train_forces)
         for c in range(2):
             for edge in (0, self.classes - 1):
@@ -71,13 +73,12 @@ class QuantileEncoder:
     name = "quantile"
 
     def __init__(self, classes: int):
-        _check_classes(classes)
-        self.classes = int(classes)
+        self.classes = _check_classes(classes)
         self.edges = None  # (K-1, 2) inner bin edges per component
         self.values = None
 
     def fit(self, train_forces) -> QuantileEncoder:
-        train_forces = np.asarray(train_forces, dtype=np.float64)
+        train_forces = check_finite("training forces", train_forces)
         if len(train_forces) < self.classes:
             raise MdkerasError(
                 f"{len(train_forces)} training forces cannot fit {self.classes} quantile classes: "
@@ -96,13 +97,15 @@ class QuantileEncoder:
     def encode(self, forces) -> np.ndarray:
         if self.edges is None:
             raise MdkerasError("quantile encoder used before fit: call fit(train_forces) first.")
-        forces = np.asarray(forces, dtype=np.float64)
+        forces = check_finite("forces", forces)
         out = np.empty(forces.shape, dtype=np.int64)
         for c in range(2):
             out[..., c] = np.searchsorted(self.edges[:, c], forces[..., c], side="right")
         return out
 
     def decode(self, classes) -> np.ndarray:
+        if self.values is None:
+            raise MdkerasError("quantile encoder used before fit: call fit(train_forces) first.")
         return _decode(self.values, classes)
 
     def state(self) -> dict:
@@ -111,27 +114,44 @@ class QuantileEncoder:
 
 def make_encoder(name: str, *, classes: int, f_max: float | None = None):
     """An unfitted encoder by name; `paper` needs `f_max`."""
+    check_choice("encoding", name, ENCODINGS)
     if name == "paper":
         if f_max is None:
             raise MdkerasError("the paper encoding needs f_max: pass f_max=|f(h)|.")
         return PaperEncoder(f_max, classes)
-    if name == "quantile":
-        return QuantileEncoder(classes)
-    raise MdkerasError(
-        f"encoding={name!r} is not allowed: expected one of {', '.join(map(repr, ENCODINGS))}."
-    )
+    return QuantileEncoder(classes)
 
 
 def _decode(values: np.ndarray, classes) -> np.ndarray:
-    classes = np.asarray(classes, dtype=np.int64)
+    classes = np.asarray(classes)
+    k = len(values)
+    if classes.shape[-1:] != (2,) or not np.issubdtype(classes.dtype, np.integer):
+        raise MdkerasError(
+            f"classes to decode have {classes.dtype} shape {classes.shape}: expected integer "
+            "classes of shape (..., 2)."
+        )
+    bad = (classes < 0) | (classes >= k)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise MdkerasError(
+            f"class {int(classes[where])} at index {where} is out of range: expected 0 <= class "
+            f"< {k}."
+        )
     return np.stack([values[classes[..., 0], 0], values[classes[..., 1], 1]], axis=-1)
 
 
-def _check_f_max(f_max) -> None:
-    if not (np.isfinite(f_max) and f_max > 0):
-        raise MdkerasError(f"f_max={f_max!r} is not allowed: expected a finite number > 0.")
+def _check_f_max(f_max) -> float:
+    return check_number("f_max", f_max, positive=True)
 
 
-def _check_classes(classes) -> None:
-    if isinstance(classes, bool) or int(classes) != classes or classes < 2:
-        raise MdkerasError(f"classes={classes!r} is not allowed: expected an integer >= 2.")
+def _check_classes(classes) -> int:
+    return check_int("classes", classes, min=2)
+
+
+def fit_encoder(
+    encoding: str, *, potential: str, window: float, grid: int, classes: int, train_forces
+):
+    """The encoder of a case or recovery setting, fitted on its training forces only; the paper
+    encoding's range is `f_max = |f(h)|` at the cell side `h = window / grid` (SPEC §5)."""
+    fm = potentials.f_max(potential, window / grid) if encoding == "paper" else None
+    return make_encoder(encoding, classes=classes, f_max=fm).fit(train_forces)

@@ -5,21 +5,23 @@ log-parametrised weights, a signed log readout and a small MLP; see `forcemap_tr
 `build_model(architecture, grid, classes, head)` returns an uncompiled `keras.Model` with one
 input `"grid"` and either two K-way softmax outputs `"fx"`, `"fy"` (the paper's `separate` head:
 two independent towers) or one K²-way softmax output `"joint"` (class index `cx * K + cy`).
-Outputs are always a dict keyed by output name.
+Outputs are always a dict keyed by output name. Which trunk an architecture name builds, and
+its smallest grid, is the table `mdkeras.architectures.ARCHITECTURES`.
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
 
 import keras
 import numpy as np
 from keras import layers, ops
 
+from mdkeras.architectures import check_grid, get_architecture
+from mdkeras.checks import check_choice
 from mdkeras.config import HEADS
 from mdkeras.errors import MdkerasError
-from mdkeras.symmetry import MATRICES, transform_grids
+from mdkeras.symmetry import MATRICES, fundamental_domain, transform_grids
 
 
 def lenet_trunk(x, grid: int, prefix: str):
@@ -97,9 +99,7 @@ def d4_orbit_maps(grid: int):
     `(2R,)` parameters `(rep, component)` flattened; a scalar kernel is `S[scal_index[c]]`.
     """
     n = int(grid)
-    centre = np.arange(n) + 0.5 - 0.5 * n  # in cells
-    cx, cy = np.meshgrid(centre, centre, indexing="xy")
-    domain = ((cx >= 0) & (cy >= 0) & (cy <= cx)).ravel()
+    domain = fundamental_domain(n).ravel()
     reps = np.flatnonzero(domain)
     slot = np.full(n * n, -1)
     slot[reps] = np.arange(len(reps))
@@ -237,7 +237,7 @@ def forcemap_trunk(x, grid: int, prefix: str):
 
     Parameters for n = 28 (105 orbits), per tower with the K = 10 head: ForceMap 2 * (210 * 4 +
     105 * 2) = 2,100, dense1 16,768, dense2 8,256, head 650: 27,774. Raw counts in; any n works,
-    `MIN_GRID` keeps 16 like the CNNs.
+    its table entry (`mdkeras.architectures`) keeps 16 like the CNNs.
     """
     check_grid("forcemap", grid)
     x = layers.Flatten(name=f"{prefix}_flatten")(x)
@@ -246,47 +246,6 @@ def forcemap_trunk(x, grid: int, prefix: str):
     for i, units in enumerate(FORCEMAP_HIDDEN, 1):
         x = layers.Dense(units, activation="relu", name=f"{prefix}_dense{i}")(x)
     return x
-
-
-# Trunk builders `(x, grid, prefix) -> features before the final Dense K`.
-ARCHITECTURE_BUILDERS: dict[str, Callable] = {
-    "lenet": lenet_trunk,
-    "alexnet": alexnet_trunk,
-    "forcemap": forcemap_trunk,
-}
-
-# LeNet's two valid 5×5 convolutions and two 2×2 pools need n >= 16 (16 -> 12 -> 6 -> 2 -> 1).
-# AlexNet (same padding, three pools) and forcemap (any n) share the floor so all three run on
-# the same grids.
-MIN_GRID = {"lenet": 16, "alexnet": 16, "forcemap": 16}
-
-
-def _check_architecture(architecture: str) -> None:
-    if architecture not in ARCHITECTURE_BUILDERS:
-        raise MdkerasError(
-            f"architecture={architecture!r} is not allowed: expected one of "
-            f"{', '.join(map(repr, ARCHITECTURE_BUILDERS))}."
-        )
-
-
-def min_grid(architecture: str) -> int:
-    """The smallest grid size `n` the architecture accepts."""
-    _check_architecture(architecture)
-    return MIN_GRID[architecture]
-
-
-def check_grid(architecture: str, grid: int) -> None:
-    """Raise one clear `MdkerasError` if `grid` is not an integer >= `min_grid(architecture)`."""
-    lo = min_grid(architecture)
-    if isinstance(grid, bool) or not isinstance(grid, numbers.Integral):
-        raise MdkerasError(
-            f"grid={grid!r} is not allowed: expected an integer >= {lo}; use e.g. --grid 28."
-        )
-    if grid < lo:
-        raise MdkerasError(
-            f"grid={grid!r} is too small for {architecture}: expected grid >= {lo}; "
-            f"use a larger --grid or a different --architecture."
-        )
 
 
 def build_model(
@@ -298,18 +257,14 @@ def build_model(
     `joint`: one trunk, one output `"joint"` (K²-way, class index `cx * K + cy`), also returned
     in a dict so `fit`/`predict` take and give `{name: array}` for both heads.
     """
-    _check_architecture(architecture)
-    if head not in HEADS:
-        raise MdkerasError(
-            f"head={head!r} is not allowed: expected one of {', '.join(map(repr, HEADS))}."
-        )
+    trunk = get_architecture(architecture).trunk()
+    check_choice("head", head, HEADS)
     if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 2:
         raise MdkerasError(
             f"classes={classes!r} is not allowed: expected an integer >= 2; use --classes 10."
         )
     check_grid(architecture, grid)
     grid, classes = int(grid), int(classes)
-    trunk = ARCHITECTURE_BUILDERS[architecture]
     inputs = keras.Input(shape=(grid, grid, 1), dtype="float32", name="grid")
     if head == "separate":
         outputs = {

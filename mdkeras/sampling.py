@@ -1,20 +1,24 @@
-"""The `uniform` sampler (SPEC §2): particles uniform at random in a periodic square box."""
+"""The sampler table (`SAMPLERS`) and the `uniform` sampler (SPEC §2): particles uniform at
+random in a periodic square box. Adding a sampler is one `Sampler` entry here plus the module
+that makes its configurations (imported on first use, so reading the table stays light).
+"""
 
 from __future__ import annotations
 
+import importlib
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
-from mdkeras.errors import MdkerasError
+from mdkeras.checks import check_choice, check_int, check_number
 
 
 def box_side(particles: int, density: float) -> float:
     """Side `B = sqrt(N / rho)` of the periodic box holding `N` particles at density `rho`."""
-    if not (isinstance(density, (int, float)) and math.isfinite(density) and density > 0):
-        raise MdkerasError(f"density={density!r} is not allowed: expected a number > 0.")
-    if int(particles) != particles or particles < 2:
-        raise MdkerasError(f"particles={particles!r} is not allowed: expected an integer >= 2.")
+    density = check_number("density", density, positive=True, noun="a number")
+    particles = check_int("particles", particles, min=2)
     return math.sqrt(particles / density)
 
 
@@ -25,10 +29,88 @@ def uniform_configuration(rng: np.random.Generator, particles: int, density: flo
         `(positions (N, 2) float64, box B, targets (T,) int64)`.
     """
     box = box_side(particles, density)
-    if int(targets) != targets or not 1 <= targets <= particles:
-        raise MdkerasError(
-            f"targets={targets!r} is not allowed: expected an integer in [1, {particles}]."
-        )
+    targets = check_int("targets", targets, min=1, max=particles)
     positions = rng.uniform(0.0, box, size=(particles, 2))
     chosen = rng.choice(particles, size=targets, replace=False).astype(np.int64)
     return positions, box, chosen
+
+
+def uniform_configurations(spec) -> Iterator[tuple[np.ndarray, float, np.ndarray]]:
+    """`spec.configurations` independent uniform configurations of a `datasets.DatasetSpec`.
+
+    Configuration `i` uses its own generator from `SeedSequence(spec.seed).spawn`, so the bytes
+    depend only on the spec.
+    """
+    for child in np.random.SeedSequence(spec.seed).spawn(spec.configurations):
+        yield uniform_configuration(
+            np.random.default_rng(child), spec.particles, spec.density, spec.targets
+        )
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """One way of making configurations: the sampler table's entry, read by `config` (valid
+    names, the case's temperature), `datasets` (the configurations) and `training` (whether the
+    uniform-gas Monte Carlo of `metrics.bayes_limit` is the Bayes limit).
+
+    `configurations` is `"module:function"`, imported on first use; the function takes a
+    `datasets.DatasetSpec` and yields `spec.configurations` tuples `(positions (N, 2), box B,
+    targets (T,))` in configuration order (the splits take the last ones for test, SPEC §2).
+    `provenance` (same form; None: nothing) returns, for a spec, the JSON-ready facts beyond the
+    spec that fix the bytes (engine version, run protocol): part of the cache key and stored
+    with the dataset. `groups` (same form; None: each configuration its own) returns the
+    `(C,)` group id of each configuration (a trajectory); no group spans two splits.
+    """
+
+    name: str
+    configurations: str
+    temperature: float | None = None  # default temperature of its cases; None: has none
+    uniform_in_cells: bool = True  # given the counts, neighbours are iid uniform in their cells
+    summary: str = ""
+    provenance: str | None = None
+    groups: str | None = None
+
+    def generate(self, spec) -> Iterator[tuple[np.ndarray, float, np.ndarray]]:
+        return _resolve(self.configurations)(spec)
+
+    def describe(self, spec) -> dict | None:
+        """The sampler's provenance of `spec`'s dataset, or None if it has none."""
+        return None if self.provenance is None else _resolve(self.provenance)(spec)
+
+    def configuration_groups(self, spec) -> np.ndarray:
+        """`(C,)` int group (trajectory) id per configuration of `spec`, non-decreasing."""
+        if self.groups is None:
+            return np.arange(spec.configurations)
+        return np.asarray(_resolve(self.groups)(spec))
+
+
+def _resolve(target: str):
+    """The function named by `"module:function"`, importing the module on first use."""
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+SAMPLERS: dict[str, Sampler] = {
+    s.name: s
+    for s in (
+        Sampler(
+            "uniform",
+            "mdkeras.sampling:uniform_configurations",
+            summary="particles uniform at random in a periodic square box (the paper's)",
+        ),
+        Sampler(
+            "md",
+            "mdkeras.md:md_configurations",
+            temperature=1.0,
+            uniform_in_cells=False,
+            summary="snapshots of equilibrated Langevin MD from LAMMPS (SPEC §2b)",
+            provenance="mdkeras.md:md_provenance",
+            groups="mdkeras.md:md_trajectories",
+        ),
+    )
+}
+
+
+def get_sampler(name: str) -> Sampler:
+    """The table entry called `name`, or one clear error listing the allowed names."""
+    return SAMPLERS[check_choice("sampler", name, SAMPLERS)]

@@ -3,7 +3,8 @@
 Element `k` in `0..7` rotates by `(k % 4) * 90` degrees counter-clockwise, then (for `k >= 4`)
 reflects `x -> -x`. A vector (position or force) maps by the matrix `MATRICES[k]`; a grid
 `D[iy, ix]` (rows +y, columns +x) maps by `transform_grids`, so that featurizing transformed
-positions gives the transformed grid and the transformed force.
+positions gives the transformed grid and the transformed force. A D4-symmetric kernel is fixed
+by one cell per orbit (`fundamental_domain`); `symmetrise` projects any kernel onto those.
 """
 
 from __future__ import annotations
@@ -42,3 +43,34 @@ def transform_grids(grids: np.ndarray, k: int) -> np.ndarray:
     if k >= 4:
         out = out[..., ::-1]
     return np.ascontiguousarray(out)
+
+
+def fundamental_domain(grid: int) -> np.ndarray:
+    """`(n, n)` bool: one cell per D4 orbit of an `n x n` grid, those with centre `0 <= y <= x`.
+
+    A D4-symmetric kernel holds no more information than these cells, so fits count each orbit
+    once. Exact: centres are compared in half-cell units (`2 i + 1 - n`), which are integers.
+    """
+    n = int(grid)
+    c = 2 * np.arange(n) + 1 - n  # cell centres along one axis, in half cells
+    cx, cy = np.meshgrid(c, c, indexing="xy")
+    return (cx >= 0) & (cy >= 0) & (cy <= cx)
+
+
+def symmetrise(kernel: np.ndarray) -> np.ndarray:
+    """D4 average of vector kernels `(..., n, n, 2)`: `(1/8) sum_g M_g T_g(k)`.
+
+    A symmetric kernel maps a neighbour in cell `c` to force `k[c]` and one in the image cell
+    `g(c)` to `M_g k[c]`; `T_g` is `transform_grids` (on each component plane) and `M_g` the
+    element's 2x2 matrix. NaN (unobserved) cells stay NaN only where every image is NaN.
+    """
+    k = np.moveaxis(np.asarray(kernel, dtype=np.float64), -1, -3)  # (..., 2, n, n)
+    total = np.zeros(k.shape)
+    count = np.zeros(k.shape)
+    for g in range(8):
+        img = np.einsum("ij,...jyx->...iyx", MATRICES[g], transform_grids(k, g))
+        ok = np.isfinite(img)
+        total += np.where(ok, img, 0.0)
+        count += ok
+    with np.errstate(invalid="ignore"):
+        return np.moveaxis(np.where(count > 0, total / np.maximum(count, 1), np.nan), -3, -1)

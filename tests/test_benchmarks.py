@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sys
 import types
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -24,6 +26,7 @@ NAME_RE = re.compile(
 )
 LJ = "lj-rho0.50-w8-n28-lenet-paper"  # a paper-reproduction case
 LJ16 = "lj-rho0.50-w8-n16-lenet-quantile"  # not one
+INLINE = ("--executor", "inline", "-q")  # run in this process, with the fake mdkeras.training
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -88,7 +91,7 @@ def fake_training(monkeypatch):
     case raise."""
     calls, fail = [], set()
 
-    def run_case(case, scale, seed, *, cache_dir=None, verbose=1):
+    def run_case(case, scale, seed, *, cache_dir=None, verbose=1, **options):
         calls.append((case.name, seed))
         if case.name in fail:
             raise RuntimeError("boom:\nsecond line")
@@ -105,7 +108,7 @@ def fake_training(monkeypatch):
 
 
 def test_registry_has_108_unique_cases_with_readable_names():
-    cases = registry.list_cases()
+    cases = [c for c in registry.list_cases() if c.sampler == "uniform"]  # md: tests/test_md.py
     names = [c.name for c in cases]
     assert len(names) == 108 and len(set(names)) == 108
     assert all(NAME_RE.match(n) for n in names), names
@@ -138,7 +141,7 @@ def test_include_and_exclude_globs():
         ["lj-*-n28-*", "coulomb-*-n28-*"], exclude=["alexnet", "forcemap"]
     )
     assert len(lenet28) == 12 and all(c.architecture == "lenet" for c in lenet28)
-    both = registry.list_cases(exclude=["*-quantile", "n56"])
+    both = registry.list_cases(exclude=["*-quantile", "n56", "md-*"])
     assert len(both) == 36 and all(c.encoding == "paper" and c.grid != 56 for c in both)
     assert [c.name for c in registry.list_cases(LJ)] == [LJ]
 
@@ -328,7 +331,7 @@ def test_compare_missing_reference_file_is_one_line_error(summary_dir, capsys):
 def test_list_prints_all_108(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-1] == "108 cases"
+    assert out[-1] == "150 cases"  # 108 uniform + 42 md
     assert sum(bool(NAME_RE.match(line.split()[0])) for line in out) == 108
 
 
@@ -338,7 +341,7 @@ def test_list_ci_and_patterns(capsys):
     assert all(n in out for n in registry.CI_CASES)
     assert out.splitlines()[-1] == f"{len(registry.CI_CASES)} cases"
     assert main(["list", "-k", "coulomb", "-k", "n16", "--exclude", "alexnet"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "48 cases"
+    assert capsys.readouterr().out.splitlines()[-1] == "60 cases"  # 48 uniform + 12 md
 
 
 def test_help_exits_zero(capsys):
@@ -391,7 +394,7 @@ def test_dry_run_writes_nothing(tmp_path, fake_training, capsys):
 def test_run_writes_records_and_summary(tmp_path, fake_training, capsys):
     out = tmp_path / "runs"
     assert (
-        main(["run", "-k", "lj-rho0.50-w8-n28-lenet", "--seeds", "0,1", "--out", str(out), "-q"])
+        main(["run", "-k", "lj-rho0.50-w8-n28-lenet", "--seeds", "0,1", "--out", str(out), *INLINE])
         == 0
     )
     assert len(fake_training.calls) == 4
@@ -409,7 +412,7 @@ def test_run_writes_records_and_summary(tmp_path, fake_training, capsys):
 def test_failed_case_is_recorded_and_retried_on_resume(tmp_path, fake_training, capsys):
     out = tmp_path / "runs"
     fake_training.fail.add(LJ)
-    argv = ["run", "-k", "lj-rho0.50-w8-n28-lenet", "--out", str(out), "-q"]
+    argv = ["run", "-k", "lj-rho0.50-w8-n28-lenet", "--out", str(out), *INLINE]
     assert main(argv) == 1  # the other case still ran
     assert fake_training.calls == [(LJ, 0), (LJ.replace("paper", "quantile"), 0)]
     failed = records.load_record(records.record_path(out, LJ, "smoke", 0))
@@ -426,7 +429,7 @@ def test_failed_case_is_recorded_and_retried_on_resume(tmp_path, fake_training, 
 
 def test_without_resume_records_are_overwritten(tmp_path, fake_training):
     out = tmp_path / "runs"
-    argv = ["run", "-k", LJ, "--out", str(out), "-q"]
+    argv = ["run", "-k", LJ, "--out", str(out), *INLINE]
     assert main(argv) == 0 and main(argv) == 0
     assert fake_training.calls == [(LJ, 0), (LJ, 0)]
     assert main([*argv, "--resume"]) == 0
@@ -444,7 +447,7 @@ def test_resume_refuses_a_changed_case_definition(tmp_path, fake_training, capsy
         line = one_error_line(capsys)
         assert "case definition" in line and "fresh --out" in line and "delete" in line
     assert fake_training.calls == []
-    assert main(["run", "-k", LJ, "--out", str(out), "-q"]) == 0  # without --resume: overwrite
+    assert main(["run", "-k", LJ, "--out", str(out), *INLINE]) == 0  # without --resume: overwrite
 
 
 def test_resume_dry_run_lists_skips(tmp_path, fake_training, capsys):
@@ -487,3 +490,123 @@ def test_samples_override_is_one_rule_for_run_and_recover():
     assert (scale.name, scale.samples, scale.max_epochs) == ("paper-s250000", 250_000, 30)
     with pytest.raises(MdkerasError, match="--samples 999"):
         with_samples(SCALES["smoke"], 999)
+
+
+# --- bad input is one line, before any work (issue: every probe is a test) -----------------
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--seeds", "²"], "'²'"),
+        (["--seeds", "99999999999999999999"], "99999999999999999999"),
+        (["--seeds", "0,4294967296"], "4294967296"),
+        (["--samples", "1000000000"], "memory"),
+        (["--out", ""], "--out ''"),
+        (["--cache-dir", ""], "--cache-dir ''"),
+    ],
+)
+def test_run_rejects_bad_values_before_any_work(extra, needle, tmp_path, fake_training, capsys):
+    argv = ["run", "-k", LJ, "--out", str(tmp_path / "runs"), *INLINE, *extra]
+    assert main(argv) == 2
+    assert needle in one_error_line(capsys)
+    assert fake_training.calls == [] and not (tmp_path / "runs").exists()
+
+
+def test_largest_seed_is_allowed():
+    assert parse_seeds("0,4294967295") == [0, 2**32 - 1]
+
+
+def test_samples_bound_names_the_memory_needed(monkeypatch):
+    from benchmarks import plan
+
+    plan.check_memory(50_000, 56, available=2**30)  # ~0.5 GiB fits in 1 GiB
+    with pytest.raises(MdkerasError, match=r"--samples 1,000,000,000 .* n=56 needs about"):
+        plan.check_memory(10**9, 56, available=2**30)
+
+
+def test_cache_dir_that_is_a_file_is_an_error_before_any_work(
+    tmp_path, fake_training, monkeypatch, capsys
+):
+    blocker = tmp_path / "cache-file"
+    blocker.write_text("")
+    argv = ["run", "-k", LJ, "--out", str(tmp_path / "runs"), *INLINE]
+    assert main([*argv, "--cache-dir", str(blocker)]) == 2
+    assert f"--cache-dir {blocker} (it is a file)" in one_error_line(capsys)
+    monkeypatch.setenv("MDKERAS_CACHE", str(blocker / "sub"))
+    assert main(argv) == 2
+    assert f"MDKERAS_CACHE {blocker / 'sub'} ({blocker} is a file)" in one_error_line(capsys)
+    assert fake_training.calls == []
+
+
+def test_out_in_proc_sys_is_one_line_error(fake_training, capsys):
+    assert main(["run", "-k", LJ, "--out", "/proc/sys", *INLINE]) == 2
+    assert "cannot write to --out /proc/sys" in one_error_line(capsys)
+    assert fake_training.calls == []
+
+
+def test_out_without_room_is_an_error_before_training(tmp_path, fake_training, monkeypatch, capsys):
+    import shutil
+
+    usage = shutil.disk_usage(tmp_path)._replace(free=1000)
+    monkeypatch.setattr("benchmarks.cli.shutil.disk_usage", lambda path: usage)
+    assert main(["run", "-k", LJ, "--out", str(tmp_path / "runs"), *INLINE]) == 2
+    line = one_error_line(capsys)
+    assert str(tmp_path / "runs") in line and "free" in line
+    assert fake_training.calls == []
+
+
+def test_a_full_disk_at_the_end_keeps_the_record_elsewhere(
+    tmp_path, fake_training, monkeypatch, capsys
+):
+    import errno
+    import tempfile
+
+    import mdkeras.records
+
+    out = tmp_path / "runs"
+    real = mdkeras.records.atomic_write
+
+    def full_disk(path, text, **kwargs):
+        if out in Path(path).parents:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, text, **kwargs)
+
+    monkeypatch.setattr(mdkeras.records, "atomic_write", full_disk)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert main(["run", "-k", LJ, "--out", str(out), *INLINE]) == 1
+    err = capsys.readouterr().err
+    kept = tmp_path / "tmp" / "mdkeras-unsaved" / f"{LJ}--smoke--seed0.json"
+    assert f"cannot write record {out / kept.name} (No space left on device)" in err
+    assert f"kept it as {kept}" in err
+    assert records.load_record(kept)["status"] == "ok"
+
+
+def test_quiet_driver_imports_no_tensorflow_and_errors_are_one_line(tmp_path):
+    import subprocess
+
+    code = (
+        "import sys; from benchmarks.cli import main; "
+        "codes = [main(['run', '--all', '--dry-run', '--out', sys.argv[1]]), "
+        "main(['run', '--all', '--seeds', '\u00b2'])]; "
+        "print(codes, 'tensorflow' in sys.modules)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "o")], capture_output=True, text=True
+    )
+    assert proc.stdout.splitlines()[-1] == "[0, 2] False"
+    assert proc.stderr.splitlines() == [
+        "error: --seeds '²' is not allowed: expected comma-separated integers in "
+        "[0, 4294967295], e.g. --seeds 0,1,2."
+    ]
+
+
+def test_recover_writes_under_results_runs_by_default_and_checks_out(capsys):
+    from benchmarks import recover
+
+    assert recover.DEFAULT_OUT.parts[:2] == ("results", "runs")
+    assert recover.main(["-k", LJ, "--out", "", "--no-plots"]) == 2
+    assert "--out ''" in one_error_line(capsys)
+    assert recover.main(["-k", LJ, "--seed", "4294967296", "--no-plots"]) == 2
+    assert "4294967296" in one_error_line(capsys)

@@ -10,9 +10,10 @@ import pytest
 from reference import featurize_bruteforce
 
 import mdkeras.datasets as ds
+from mdkeras.config import Case
 from mdkeras.datasets import Dataset, DatasetSpec, generate, load_or_build
 from mdkeras.errors import MdkerasError
-from mdkeras.sampling import uniform_configuration
+from mdkeras.sampling import SAMPLERS, Sampler, get_sampler, uniform_configuration
 
 SMALL = dict(
     potential="lj", density=0.5, window=8.0, grid=16, samples=400, seed=3, particles=400, targets=50
@@ -330,7 +331,8 @@ def test_cache_dir_argument_beats_env_var(tmp_path, monkeypatch):
         ({"grid": 1}, "grid=1"),
         ({"targets": 0}, "targets=0"),
         ({"targets": 401}, "targets=401"),
-        ({"sampler": "md"}, "sampler='md'"),
+        ({"sampler": "vmc"}, "sampler='vmc' is not allowed: expected one of 'uniform'"),
+        ({"temperature": 1.0}, "temperature=1.0 is not allowed for sampler 'uniform'"),
     ],
 )
 def test_bad_spec_is_one_clear_error(change, needle):
@@ -345,3 +347,117 @@ def test_smallest_allowed_sample_count():
     fake = Dataset(spec, np.zeros((150, 1, 1), np.uint8), np.zeros((150, 2)), config)
     idx, configs = check_splits(fake)
     assert configs == {"train": {0}, "val": {1}, "test": {2}}
+
+
+# --- the sampler table -------------------------------------------------------------------------
+
+
+def test_uniform_keys_are_those_of_the_committed_records():
+    """The sampler table and the optional temperature leave uniform cache keys (and so the
+    `dataset_key` of every committed record) as they were."""
+    spec = DatasetSpec("lj", 0.5, 8.0, 28, 2_000, 0)
+    assert "temperature" not in spec.to_dict()
+    assert spec.key() == "e57fc5c0d91518278333d9c9a0e3fa8c9d08c849fb6166a4ed689e45b2fa014e"
+    assert "temperature" not in Case("lj", 0.5, 8.0, 28).to_dict()
+
+
+def md_spec(**change) -> DatasetSpec:
+    return small(**{"sampler": "md", "temperature": 1.0, **change})
+
+
+def test_md_keys_carry_the_sampler_provenance(monkeypatch):
+    """The md cache key covers what fixes the bytes beyond the spec (LAMMPS version, run
+    protocol, interaction); uniform specs have none, so their keys stay as they were."""
+    from mdkeras import engine, md
+
+    monkeypatch.setattr(engine, "lammps_version", lambda: 20250722)
+    assert small().provenance is None
+    spec = md_spec()
+    prov = spec.provenance
+    run = md.protocol("lj", 0.5, 1.0)
+    assert prov["lammps_version"] == 20250722 and prov["sampler"] == "md"
+    assert (prov["timestep"], prov["damp"], prov["drift"]) == (run.timestep, run.damp, run.drift)
+    assert prov["equilibration"] == run.equilibration and prov["spacing"] == run.spacing
+    assert prov["interaction"]["commands"][0] == "pair_style lj/cut 4"
+    assert md_spec(potential="coulomb", window=5.0).provenance["interaction"]["table_sha256"]
+    monkeypatch.setitem(md.PROTOCOLS, ("lj", 0.5, 2.0), run)  # not measured here: minutes
+    keys = {spec.key(), md_spec(temperature=2.0).key(), small().key()}
+    monkeypatch.setattr(engine, "lammps_version", lambda: 20990101)
+    keys.add(md_spec().key())
+    monkeypatch.setitem(md.PROTOCOLS, ("lj", 0.5, 1.0), dataclasses.replace(run, spacing=1.0))
+    keys.add(md_spec().key())
+    assert len(keys) == 5
+    assert "-t1-" in spec.filename and "-t" not in small().filename.split("rho")[1][:6]
+
+
+@pytest.mark.parametrize("samples", [150, 400, 2_000, 10_000, 50_000])
+def test_md_splits_keep_trajectories_apart(samples):
+    """md configurations come in trajectories (`md.trajectory_ids`): no trajectory is on both
+    sides of the test boundary, validation comes from training trajectories, and the split is
+    the configuration-wise split of SPEC §2 (the trajectories' boundaries fall on it)."""
+    from mdkeras.md import trajectory_ids
+
+    spec = md_spec(samples=samples)
+    c = spec.configurations
+    config = np.repeat(np.arange(c, dtype=np.int32), spec.targets)[:samples]
+    fake = Dataset(spec, np.zeros((samples, 1, 1), np.uint8), np.zeros((samples, 2)), config)
+    idx, configs = check_splits(fake)  # the configuration-wise shape of SPEC §2
+    uniform = Dataset(small(samples=samples), fake.grids, fake.forces, config).split_indices()
+    assert all(np.array_equal(idx[k], uniform[k]) for k in idx)
+    trajectory = trajectory_ids(c)
+    test = set(trajectory[sorted(configs["test"])].tolist())
+    rest = set(trajectory[sorted(configs["train"] | configs["val"])].tolist())
+    assert test and rest and not test & rest
+
+
+def test_split_groups_rejects_bad_groups():
+    with pytest.raises(MdkerasError, match="1 trajectory cannot be split"):
+        ds.split_groups(np.zeros(10, int))
+    with pytest.raises(MdkerasError, match="expected one non-decreasing id per configuration"):
+        ds.split_groups(np.array([0, 1, 0, 1]))
+
+
+def lattice_configurations(spec):
+    """A test sampler: particles on a square lattice shifted by a seeded offset (T unused)."""
+    side = int(np.ceil(np.sqrt(spec.particles)))
+    spacing = spec.box / side
+    ij = np.stack(np.meshgrid(np.arange(side), np.arange(side)), -1).reshape(-1, 2)
+    lattice = ij[: spec.particles] * spacing
+    for child in np.random.SeedSequence(spec.seed).spawn(spec.configurations):
+        rng = np.random.default_rng(child)
+        positions = (lattice + rng.uniform(0, spacing, 2)) % spec.box
+        yield positions, spec.box, rng.choice(spec.particles, spec.targets, replace=False)
+
+
+def test_a_new_sampler_is_one_table_entry(monkeypatch):
+    entry = Sampler("lattice", f"{__name__}:lattice_configurations", temperature=0.5)
+    monkeypatch.setitem(SAMPLERS, "lattice", entry)
+    case = Case("lj", 0.5, 8.0, 28, sampler="lattice")
+    assert case.temperature == 0.5  # the sampler's default
+    assert case.name == "lattice-lj-rho0.50-t0.50-w8-n28-lenet-paper"
+    assert Case.from_dict(case.to_dict()) == case
+    assert Case("lj", 0.5, 8.0, 28, sampler="lattice", temperature=2.0).setting.endswith(
+        "-t2.00-w8-n28"
+    )
+    with pytest.raises(MdkerasError, match="temperature=-1.0 is not allowed"):
+        Case("lj", 0.5, 8.0, 28, sampler="lattice", temperature=-1.0)
+    spec = small(sampler="lattice", temperature=0.5)
+    assert spec.key() != small().key() != small(sampler="lattice", temperature=0.7).key()
+    with pytest.raises(MdkerasError, match="temperature=None is not allowed for sampler 'lat"):
+        small(sampler="lattice")
+    data = generate(spec, progress=False)
+    assert data.grids.shape == (400, 16, 16) and len(np.unique(data.config)) == 8
+    positions, box, targets = next(lattice_configurations(spec))
+    g, f = featurize_bruteforce(positions, box, targets, "lj", 8.0, 16)
+    np.testing.assert_array_equal(data.grids[:50], g)
+
+
+def test_sampler_table_entries_and_errors():
+    uniform = get_sampler("uniform")
+    assert uniform.temperature is None and uniform.uniform_in_cells
+    first = next(uniform.generate(small()))
+    child = np.random.SeedSequence(3).spawn(8)[0]
+    again = uniform_configuration(np.random.default_rng(child), 400, 0.5, 50)
+    np.testing.assert_array_equal(first[0], again[0])
+    with pytest.raises(MdkerasError, match="sampler='vmc' is not allowed: expected one of"):
+        get_sampler("vmc")

@@ -432,3 +432,187 @@ def test_good_input_baseline_works():
     kw = dict(GOOD)
     grids, forces = featurize(kw.pop("positions"), kw.pop("box"), kw.pop("targets"), **kw)
     assert grids.shape == (2, 8, 8) and grids.sum() == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"grid": "x"}, "grid='x' is not allowed: expected an integer >= 2"),
+        ({"grid": None}, "grid=None is not allowed"),
+        ({"grid": True}, "grid=True is not allowed"),
+        ({"grid": float("inf")}, "grid=inf is not allowed"),
+        ({"window": "x"}, "window='x' is not allowed: expected a window side > 0"),
+        ({"window": None}, "window=None is not allowed"),
+        ({"window": float("inf")}, "window=inf is not allowed"),
+        ({"box": "20"}, "box='20' is not allowed: expected a box side > 0"),
+        ({"box": None}, "box=None is not allowed"),
+        ({"box": float("nan")}, "box=nan is not allowed"),
+        ({"box": np.int64(-3)}, r"box=np.int64\(-3\) is not allowed"),
+        ({"positions": [["a", "b"]]}, "positions are not an array of numbers"),
+        ({"targets": np.array([True, False])}, "bool"),
+        ({"targets": np.zeros((2, 1), dtype=np.int64)}, r"\(2, 1\)"),
+    ],
+)
+def test_bad_arguments_are_mdkeras_errors(change, needle):
+    kw = {**GOOD, **change}
+    with pytest.raises(MdkerasError, match=needle):
+        featurize(kw.pop("positions"), kw.pop("box"), kw.pop("targets"), **kw)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"box": np.int64(10)},
+        {"box": np.float32(10.0)},
+        {"box": 10},
+        {"window": np.float64(4.0)},
+        {"window": 4},
+        {"grid": np.int64(8)},
+        {"grid": 8.0},
+        {"targets": [0, 1]},
+        {"targets": np.array([0, 1], dtype=np.uint8)},
+    ],
+)
+def test_numpy_scalars_and_plain_numbers_give_identical_results(change):
+    kw = dict(GOOD)
+    g, f = featurize(kw.pop("positions"), kw.pop("box"), kw.pop("targets"), **kw)
+    kw = {**GOOD, **change}
+    g2, f2 = featurize(kw.pop("positions"), kw.pop("box"), kw.pop("targets"), **kw)
+    assert g2.tobytes() == g.tobytes() and f2.tobytes() == f.tobytes()
+
+
+def test_nonfinite_positions_one_error_with_count_and_place():
+    positions = np.array([[1.0, 1.0], [np.nan, 2.0], [5.0, np.inf], [6.0, 6.0]])
+    with pytest.raises(MdkerasError) as info:
+        featurize(positions, 10.0, [0], potential="lj", window=4.0, grid=8)
+    message = str(info.value)
+    assert message.startswith("positions contain 2 non-finite value(s) (NaN or inf)")
+    assert "first at index (1, 0)" in message and "\n" not in message
+
+
+# --- empty inputs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("targets", [[], np.array([], dtype=np.int64), np.array([])])
+@pytest.mark.parametrize("grid", [2, 8, 28])
+def test_empty_targets_give_empty_arrays(targets, grid):
+    grids, forces = featurize(
+        GOOD["positions"], 10.0, targets, potential="lj", window=4.0, grid=grid
+    )
+    assert grids.shape == (0, grid, grid) and grids.dtype == np.uint8
+    assert forces.shape == (0, 2) and forces.dtype == np.float64
+
+
+@pytest.mark.parametrize("positions", [np.zeros((0, 2)), [], np.array([])])
+def test_empty_configuration(positions):
+    """No particles: no targets to featurize (empty results), and any target index is an error."""
+    grids, forces = featurize(positions, 10.0, [], potential="coulomb", window=4.0, grid=8)
+    assert grids.shape == (0, 8, 8) and grids.dtype == np.uint8
+    assert forces.shape == (0, 2) and forces.dtype == np.float64
+    with pytest.raises(MdkerasError, match="target index 0 is out of range: positions hold no"):
+        featurize(positions, 10.0, [0], potential="coulomb", window=4.0, grid=8)
+
+
+def test_empty_targets_still_check_the_other_arguments():
+    with pytest.raises(MdkerasError, match="window=12.0"):
+        featurize(GOOD["positions"], 10.0, [], potential="lj", window=12.0, grid=8)
+    with pytest.raises(MdkerasError, match="grid='x'"):
+        featurize(GOOD["positions"], 10.0, [], potential="lj", window=4.0, grid="x")
+
+
+# --- near-coincident neighbours --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("potential", "gap", "shown"),
+    [
+        ("lj", 1e-30, "distance 1e-30"),
+        ("lj", 1e-200, "distance 1e-200"),  # r^2 underflows to 0; the distance is still right
+        ("lj", 0.0, "distance 0,"),
+        ("coulomb", 0.0, "distance 0,"),
+        ("coulomb", 1e-160, "distance 1e-160"),
+    ],
+)
+def test_too_close_neighbour_names_its_distance_and_target(potential, gap, shown):
+    positions = np.array([[5.0, 5.0], [0.0, 0.0], [gap, 0.0]])
+    with pytest.raises(MdkerasError) as info:
+        featurize(positions, 10.0, [0, 2], potential=potential, window=4.0, grid=8)
+    message = str(info.value)
+    assert message.startswith(f"target 1 (particle 2) has a neighbour at {shown}")
+    assert "1 such pair(s)" in message and "\n" not in message
+
+
+def test_close_but_finite_coulomb_pair_is_kept():
+    """Coulomb at 1e-30 is a huge but finite force: it is a label, not an error."""
+    positions = np.array([[0.0, 0.0], [1e-30, 0.0]])
+    _, forces = featurize(positions, 10.0, [0, 1], potential="coulomb", window=4.0, grid=8)
+    np.testing.assert_allclose(forces, [[-1e60, 0.0], [1e60, 0.0]], rtol=1e-12)
+
+
+# --- sparse boxes: cells are allocated for particles, not for the box's area -----------------
+
+
+def clustered(rng, box, clusters, per, spread):
+    centres = rng.uniform(0.0, box, size=(clusters, 2))
+    return (np.repeat(centres, per, axis=0) + rng.uniform(0, spread, (clusters * per, 2))) % box
+
+
+def test_huge_sparse_box_allocates_little_and_matches_reference():
+    """box=1e5, window=1 once asked for a 4e5 x 4e5 cell table (1.16 TiB)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(9)
+    positions = clustered(rng, 1e5, 40, 25, 1.2)
+    targets = rng.choice(len(positions), 300, replace=False)
+    tracemalloc.start()
+    try:
+        g, f = featurize(positions, 1e5, targets, potential="lj", window=1.0, grid=8)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20e6, f"featurize peaked at {peak / 1e6:.0f} MB for 1000 particles"
+    g_ref, f_ref, in_window, scale = featurize_bruteforce(
+        positions, 1e5, targets, "lj", 1.0, 8, return_extra=True
+    )
+    np.testing.assert_array_equal(g, g_ref)
+    assert in_window.sum() > 300  # the clusters put neighbours in the windows
+    assert_forces_close(f, f_ref, scale)
+
+
+def test_astronomical_box_is_still_exact():
+    positions = np.array([[3.0, 3.0], [3.3, 2.9], [1e299, 5e298]])
+    g, f = featurize(positions, 1e300, [0, 1, 2], potential="coulomb", window=1.0, grid=4)
+    assert g.sum(axis=(1, 2)).tolist() == [1, 1, 0]
+    np.testing.assert_allclose(f[0], hand_force("coulomb", (0.3, -0.1)), rtol=1e-9)
+    np.testing.assert_array_equal(f[2], [0.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    ("potential", "particles", "density", "window", "grid"),
+    [
+        ("lj", 2000, 0.5, 8.0, 28),
+        ("coulomb", 2000, 0.05, 5.0, 16),
+        ("lj", 1500, 0.2, 1.0, 8),  # many cells per particle
+        ("coulomb", 400, 0.5, 6.0, 7),
+    ],
+)
+def test_sorted_cell_lookup_is_byte_identical_to_the_dense_table(
+    monkeypatch, potential, particles, density, window, grid
+):
+    """The two cell-list lookups visit the same candidates in the same order, so the summed
+    forces agree to the last bit (the dataset cache depends on it), and match the reference."""
+    import mdkeras.descriptors as descriptors
+
+    rng = np.random.default_rng(particles + grid)
+    positions, box, targets = random_config(rng, particles, density, 200)
+    kw = dict(potential=potential, window=window, grid=grid)
+    g, f = featurize(positions, box, targets, **kw)
+    monkeypatch.setattr(descriptors, "DENSE_CELLS_MIN", 0)
+    monkeypatch.setattr(descriptors, "DENSE_CELLS_PER_PARTICLE", 0)
+    g2, f2 = featurize(positions, box, targets, **kw)
+    assert g2.tobytes() == g.tobytes() and f2.tobytes() == f.tobytes()
+    g_ref, f_ref, _, scale = featurize_bruteforce(
+        positions, box, targets, potential, window, grid, return_extra=True
+    )
+    np.testing.assert_array_equal(g, g_ref)
+    assert_forces_close(f, f_ref, scale)

@@ -52,13 +52,46 @@ def test_paper_range_ends_and_clipping():
             [-F_MAX, F_MAX],  # exactly the ends: class 0 and K-1
             [-F_MAX * (1 + 1e-12), F_MAX * (1 - 1e-12)],
             [-1e30, 1e30],  # far outside: clipped
-            [-np.inf, np.inf],
+            [-1.7e308, 1.7e308],  # the float64 limit: the rule overflows, still clipped
             [0.0, -0.0],  # zero sits on the middle edge: class K/2
         ]
     )
     got = encode(f, f_max=F_MAX, classes=K)
     assert got.dtype == np.int64 and got.shape == (5, 2)
     np.testing.assert_array_equal(got, [[0, 9], [0, 9], [0, 9], [0, 9], [5, 5]])
+    huge = encode(np.array([[1e308, -1e308]]), f_max=1e308, classes=K)  # inf / inf inside
+    np.testing.assert_array_equal(huge, [[9, 0]])
+
+
+def nonfinite_forces():
+    f = np.random.default_rng(3).normal(size=(6, 2))
+    f[2, 1] = np.nan
+    f[4, 0] = np.inf
+    f[5, 1] = -np.inf
+    return f
+
+
+ENCODERS = {
+    "encode": lambda f: encode(f, f_max=F_MAX, classes=K),
+    "paper": lambda f: PaperEncoder(F_MAX, K).encode(f),
+    "quantile": lambda f: QuantileEncoder(2).fit(np.array([[0.0, 0.0], [1.0, 1.0]])).encode(f),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_nonfinite_forces_are_an_error_naming_count_and_place(name):
+    """NaN used to become class 0 and inf the edge class, silently."""
+    with pytest.raises(MdkerasError) as info:
+        ENCODERS[name](nonfinite_forces())
+    message = str(info.value)
+    assert "forces contain 3 non-finite value(s) (NaN or inf)" in message
+    assert "first at index (2, 1)" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("encoder", [PaperEncoder(F_MAX, K), QuantileEncoder(2)])
+def test_fit_rejects_nonfinite_training_forces(encoder):
+    with pytest.raises(MdkerasError, match="training forces contain 3 non-finite"):
+        encoder.fit(nonfinite_forces())
 
 
 def test_paper_classes_are_monotone_and_in_range():
@@ -115,6 +148,32 @@ def test_paper_decoding_centres_and_edge_medians():
     np.testing.assert_array_equal(enc.encode(decoded)[1:-1], k[1:-1])
 
 
+def test_numpy_scalars_are_accepted():
+    f = np.random.default_rng(4).normal(size=(50, 2))
+    np.testing.assert_array_equal(
+        encode(f, f_max=np.float32(1.5), classes=np.int64(7)), encode(f, f_max=1.5, classes=7)
+    )
+
+
+@pytest.mark.parametrize(
+    ("classes", "needle"),
+    [
+        (np.array([[0, 4]]), r"class 4 at index \(0, 1\) is out of range: expected 0 <= class < 4"),
+        (np.array([[-1, 0]]), "class -1 at index"),
+        (np.array([[0.0, 1.0]]), "float64 shape"),
+        (np.array([0, 1, 2]), r"shape \(3,\)"),
+    ],
+)
+def test_decode_rejects_bad_classes(classes, needle):
+    with pytest.raises(MdkerasError, match=needle):
+        PaperEncoder(1.0, 4).decode(classes)
+
+
+def test_quantile_decode_before_fit():
+    with pytest.raises(MdkerasError, match="before fit"):
+        QuantileEncoder(K).decode(np.zeros((3, 2), dtype=np.int64))
+
+
 def test_paper_decoding_mixed_classes_shape():
     enc = PaperEncoder(1.0, 4)  # centres -0.75, -0.25, 0.25, 0.75
     np.testing.assert_allclose(
@@ -122,7 +181,7 @@ def test_paper_decoding_mixed_classes_shape():
     )
 
 
-@pytest.mark.parametrize("f_max", [0.0, -1.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("f_max", [0.0, -1.0, float("nan"), float("inf"), "a", None])
 def test_bad_f_max(f_max):
     with pytest.raises(MdkerasError, match="f_max="):
         encode(np.zeros((3, 2)), f_max=f_max, classes=K)
@@ -130,7 +189,7 @@ def test_bad_f_max(f_max):
         PaperEncoder(f_max, K).encode(np.zeros((3, 2)))
 
 
-@pytest.mark.parametrize("classes", [1, 0, -3, 2.5, True])
+@pytest.mark.parametrize("classes", [1, 0, -3, 2.5, True, None, "10", float("nan")])
 def test_bad_classes(classes):
     with pytest.raises(MdkerasError, match=f"classes={classes!r}"):
         encode(np.zeros((3, 2)), f_max=1.0, classes=classes)
@@ -147,7 +206,11 @@ def test_make_encoder_names():
         make_encoder("paper", classes=K)
     with pytest.raises(MdkerasError) as info:
         make_encoder("equal-width", classes=K)
-    assert "equal-width" in str(info.value) and "paper" in str(info.value)
+    assert str(info.value) == (
+        "encoding='equal-width' is not allowed: expected one of 'paper', 'quantile'."
+    )
+    with pytest.raises(MdkerasError, match="encoding=None"):
+        make_encoder(None, classes=K)
 
 
 # --- the quantile encoding ------------------------------------------------------------------

@@ -14,8 +14,7 @@ from mdkeras.models import (
     build_model,
     d4_orbit_maps,
 )
-from mdkeras.recovery import symmetrise
-from mdkeras.symmetry import MATRICES, transform_grids
+from mdkeras.symmetry import MATRICES, symmetrise, transform_grids
 
 K = 10
 

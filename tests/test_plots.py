@@ -12,6 +12,7 @@ import pytest
 
 from benchmarks import plots
 from benchmarks.plots import main
+from mdkeras.errors import MdkerasError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
@@ -88,6 +89,12 @@ def _write(directory, record: dict) -> None:
     path.write_text(json.dumps(record))
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """Run every test in its own directory: the default --out is relative."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def record_dir(tmp_path):
     d = tmp_path / "records"
@@ -130,14 +137,30 @@ def test_every_png_is_drawn(record_dir, tmp_path, capsys):
 
 
 @needs_mpl
-def test_case_scale_and_default_out(record_dir, capsys):
+def test_case_scale_and_default_out(record_dir, tmp_path, capsys):
+    """Without --out the figures go to results/runs/plots, never beside the records."""
+    out = tmp_path / plots.DEFAULT_OUT
     case = "coulomb-rho0.50-w5-n28-lenet-paper"
     code = main([str(record_dir), "--case", case, "--only", "curves,confusion"])
     assert code == 0
-    _assert_png(record_dir / f"learning-curves-{case}.png")
-    _assert_png(record_dir / f"confusion-{case}.png")
+    _assert_png(out / f"learning-curves-{case}.png")
+    _assert_png(out / f"confusion-{case}.png")
     assert main([str(record_dir), "--scale", "smoke", "--only", "accuracy,histograms"]) == 0
-    _assert_png(record_dir / "accuracy.png")
+    _assert_png(out / "accuracy.png")
+    assert not list(record_dir.glob("*.png"))
+    assert main([str(record_dir), "--only", "descriptor", "--out", str(record_dir)]) == 0
+    _assert_png(record_dir / "descriptor.png")  # beside the records only when asked
+
+
+@pytest.mark.parametrize("where", ["file", "under-file", "empty"])
+def test_out_that_is_not_a_directory_is_one_error_line(record_dir, tmp_path, capsys, where):
+    blocker = tmp_path / "accuracy.png"
+    blocker.write_bytes(b"old")
+    out = {"file": str(blocker), "under-file": str(blocker / "sub"), "empty": ""}[where]
+    assert main([str(record_dir), "--only", "descriptor", "--out", out]) == 2
+    line = _one_error_line(capsys)
+    assert ("a file" in line or "''" in line) and "File exists" not in line
+    assert blocker.read_bytes() == b"old"
 
 
 @needs_mpl
@@ -148,9 +171,11 @@ def test_plot_functions_return_their_paths(record_dir, tmp_path):
     out = tmp_path / "accuracy.png"
     assert plots.plot_accuracy(table, out) == out
     _assert_png(out)
-    hist = plots.paper_histograms(records)
-    assert list(hist) == ["Coulomb ρ=0.50 W=5 n=28", "LJ ρ=0.50 W=8 n=16", "LJ ρ=0.50 W=8 n=28"]
+    notes = []
+    hist = plots.paper_histograms(records, progress=notes.append)
+    assert list(hist) == ["Coulomb ρ=0.50 W=5 n=28", "LJ ρ=0.50 W=8 n=28"]
     assert hist["LJ ρ=0.50 W=8 n=28"][0][4] == 3000
+    assert notes == ["LJ ρ=0.50 W=8 n=16: no paper-encoded record with a class histogram; left out"]
 
 
 def test_default_scale_is_a_named_one_not_a_samples_variant(record_dir):
@@ -184,20 +209,37 @@ def test_sample_curve_table_groups_variants_and_sample_counts(record_dir):
         plots.check_sample_curve(smoke)
 
 
-def test_recomputed_histogram_matches_the_dataset():
-    """A record without `class_histogram` (or quantile-encoded) gets the paper-encoded training
-    histogram of its own dataset."""
-    from mdkeras.datasets import DatasetSpec, generate
-    from mdkeras.encoding import encode
-    from mdkeras.potentials import f_max
+def test_histograms_come_from_records_only():
+    """No dataset is regenerated for the class histograms: a quantile-only or histogram-less
+    setting has none, and with no paper-encoded histogram at all the figure is skipped."""
+    quantile = _record("lj-rho0.50-w8-n16-lenet-quantile", 3)
+    old = _record("lj-rho0.50-w8-n28-lenet-paper", 0, class_histogram=None)
+    with pytest.raises(plots.MissingDataError, match="no paper-encoded record"):
+        plots.paper_histograms([quantile, old])
 
-    record = _record("lj-rho0.50-w8-n16-lenet-quantile", 3, class_histogram=None)
-    record["samples"] = 1_000
-    hx, hy = plots.paper_histograms([record])["LJ ρ=0.50 W=8 n=16"]
-    _, forces = generate(DatasetSpec("lj", 0.5, 8.0, 16, 1_000, 3), progress=False).split("train")
-    k = encode(forces, f_max=f_max("lj", 0.5), classes=10)
-    assert hx == np.bincount(k[:, 0], minlength=10).tolist()
-    assert hy == np.bincount(k[:, 1], minlength=10).tolist()
+
+@needs_mpl
+def test_histograms_without_data_are_skipped_with_a_warning(tmp_path, capsys):
+    d = tmp_path / "quantile"
+    _write(d, _record("lj-rho0.50-w8-n16-lenet-quantile", 0))
+    assert main([str(d), "--only", "accuracy,histograms", "--out", str(tmp_path / "f")]) == 2
+    assert "no paper-encoded record" in _one_error_line(capsys)
+    assert main([str(d), "--out", str(tmp_path / "f")]) == 0
+    assert "warning: skipped histograms" in capsys.readouterr().err
+    assert not (tmp_path / "f" / "class-histograms.png").exists()
+
+
+def test_pattern_rule_is_the_registry_one(record_dir):
+    """`-k` in plot means what it means in list/run/recover: case-insensitive globs, a bare word a
+    substring, and every pattern must match something."""
+    records = [json.loads(p.read_text()) for p in sorted(record_dir.glob("*--ci--*.json"))]
+    picked = plots.select_records(records, "ci", ["LJ-*-n28-*"])
+    assert {r["case_name"] for r in picked} == {"lj-rho0.50-w8-n28-lenet-paper"}
+    assert len(plots.select_records(records, "ci", ["n16", "coulomb"])) == 4
+    with pytest.raises(MdkerasError, match="-k alexnet matches no record"):
+        plots.select_records(records, "ci", ["n16", "alexnet"])
+    with pytest.raises(MdkerasError, match="empty case pattern"):
+        plots.select_records(records, "ci", [" "])
 
 
 def test_descriptor_example_matches_featurize():

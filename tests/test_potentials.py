@@ -8,7 +8,16 @@ from scipy.optimize import minimize_scalar
 
 import mdkeras
 from mdkeras.errors import MdkerasError
-from mdkeras.potentials import check_potential, f_max, force_on_target, pair_force
+from mdkeras.potentials import (
+    POTENTIALS,
+    ModelForm,
+    Term,
+    check_potential,
+    f_max,
+    force_on_target,
+    label,
+    pair_force,
+)
 
 
 def lj_energy(r):
@@ -185,3 +194,133 @@ def test_force_on_target_batched(potential):
     np.testing.assert_allclose(np.linalg.norm(F, axis=-1), np.abs(f), rtol=1e-12)
     cos = np.einsum("...i,...i->...", F, d) / (np.linalg.norm(F, axis=-1) * r)
     np.testing.assert_allclose(cos, -np.sign(f), atol=1e-12)
+
+
+# --- bad input: one clear error naming the value --------------------------------------------
+
+
+@pytest.mark.parametrize("potential", ["lj", "coulomb"])
+@pytest.mark.parametrize(
+    ("r", "shown"),
+    [
+        (0.0, "r=0.0"),  # f diverges: NaN before
+        (-1.5, "r=-1.5"),  # a negative distance: a sign-flipped force before
+        (float("nan"), "r=nan"),
+        (float("inf"), "r=inf"),
+        (-float("inf"), "r=-inf"),
+        ("a", "r='a'"),
+        (None, "r=None"),
+        (True, "r=True"),
+    ],
+)
+def test_pair_force_rejects_a_bad_distance(potential, r, shown):
+    with pytest.raises(MdkerasError) as info:
+        pair_force(potential, r)
+    msg = str(info.value)
+    assert msg.startswith(f"{shown} is not allowed") and "> 0" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize(
+    ("r", "shown", "where"),
+    [
+        ([1.0, 0.0, 2.0], "r=0.0", "r[1] of shape (3,)"),
+        (np.array([[1.0, 2.0], [3.0, -4.0]]), "r=-4.0", "r[1, 1] of shape (2, 2)"),
+        (np.array([1.0, np.nan, -1.0]), "r=nan", "r[1] of shape (3,)"),
+    ],
+)
+def test_pair_force_names_the_first_bad_distance_of_an_array(r, shown, where):
+    with pytest.raises(MdkerasError) as info:
+        pair_force("lj", r)
+    assert str(info.value).startswith(f"{shown} is not allowed") and where in str(info.value)
+
+
+def test_pair_force_rejects_non_numeric_arrays():
+    with pytest.raises(MdkerasError, match="dtype <U1"):
+        pair_force("coulomb", np.array(["a", "b"]))
+    with pytest.raises(MdkerasError, match="r="):
+        pair_force("coulomb", [[1.0, 2.0], [3.0]])  # ragged
+
+
+@pytest.mark.parametrize("cell", ["a", None, True, [0.5]])
+def test_f_max_rejects_a_cell_that_is_not_a_number(cell):
+    with pytest.raises(MdkerasError) as info:
+        f_max("lj", cell)
+    assert str(info.value).startswith(f"cell={cell!r} is not allowed")
+
+
+@pytest.mark.parametrize("potential", ["lj", "coulomb"])
+def test_f_max_rejects_a_cell_whose_class_range_overflows(potential):
+    with pytest.raises(MdkerasError) as info:
+        f_max(potential, 1e-200)  # |f(h)| is inf in float64
+    msg = str(info.value)
+    assert "cell=1e-200" in msg and "inf" in msg and "finite" in msg
+
+
+def test_tiny_distances_overflow_to_inf_as_documented():
+    """`f(r)/r` is computed as a power of `1/r^2`: inf below r ~ 1e-22 (LJ), 1e-102 (Coulomb)."""
+    assert pair_force("lj", 1e-21) == pytest.approx(48e273) and pair_force("lj", 1e-23) == np.inf
+    assert pair_force("coulomb", 1e-100) == pytest.approx(1e200)
+    assert pair_force("coulomb", 1e-104) == np.inf
+
+
+# --- the table ------------------------------------------------------------------------------
+
+
+def test_table_is_the_allowed_names():
+    assert list(POTENTIALS) == ["lj", "coulomb"]
+    assert "lj" in POTENTIALS and "morse" not in POTENTIALS
+    for name, entry in POTENTIALS.items():
+        assert entry.name == name
+    assert label("lj") == "LJ" and label("coulomb") == "Coulomb"
+    assert label("morse") == "morse"  # a name from an old record, shown as it is
+
+
+@pytest.mark.parametrize("potential", list(POTENTIALS))
+def test_model_form_at_its_truth_is_the_pair_force(potential):
+    entry = POTENTIALS[potential]
+    r = np.geomspace(0.3, 10.0, 200)
+    f = pair_force(potential, r)
+    np.testing.assert_allclose(entry.model.force(entry.model.truth, r), f, rtol=1e-12)
+    g = entry.model.force_over_r(entry.model.truth)
+    np.testing.assert_allclose(r * g(r * r), f, rtol=1e-12)
+    assert set(entry.model.truth) == set(entry.model.parameters)
+
+
+@pytest.mark.parametrize("potential", ["lj", "coulomb"])
+def test_table_energy_is_the_spec_energy(potential):
+    r = np.linspace(0.9, 4.0, 50)
+    np.testing.assert_allclose(POTENTIALS[potential].energy(r), ENERGY[potential](r), rtol=1e-14)
+
+
+@pytest.mark.parametrize("potential", list(POTENTIALS))
+def test_every_entry_is_consistent_force_minus_energy_derivative(potential):
+    entry = POTENTIALS[potential]
+    r = np.linspace(0.9, 4.0, 50)
+    eps = 1e-6 * r
+    numeric = -(entry.energy(r + eps) - entry.energy(r - eps)) / (2 * eps)
+    f = pair_force(potential, r)
+    assert np.all(np.abs(f - numeric) / np.maximum(np.abs(f), 1e-3) < 1e-6)
+
+
+def test_lj_derived_points_at_the_truth_are_the_zero_and_the_well():
+    model = POTENTIALS["lj"].model
+    points = model.derived(model.truth)
+    assert float(points["zero_crossing"]) == 2.0 ** (1.0 / 6.0)
+    assert float(points["well_minimum"]) == pytest.approx((26.0 / 7.0) ** (1.0 / 6.0), rel=1e-15)
+    assert abs(pair_force("lj", float(points["zero_crossing"]))) < 1e-12
+    assert POTENTIALS["coulomb"].model.derived(POTENTIALS["coulomb"].model.truth) == {}
+
+
+def test_md_cutoffs_follow_spec_2b():
+    assert POTENTIALS["lj"].md_cutoff == 4.0 and POTENTIALS["coulomb"].md_cutoff == 5.0
+    # beyond the LJ cut-off the neglected force is below 2e-3 (SPEC §2b)
+    assert abs(pair_force("lj", 4.0)) < 2e-3
+
+
+def test_model_forms_reject_more_than_one_fitted_exponent_or_a_wrong_truth():
+    with pytest.raises(MdkerasError, match="at most one"):
+        ModelForm("A r^-p + B r^-q", (Term("A", "p"), Term("B", "q")), {}, bounds=(1, 2))
+    with pytest.raises(MdkerasError, match="with bounds"):
+        ModelForm("A r^-p", (Term("A", "p"),), {"A": 1.0, "p": 2.0})
+    with pytest.raises(MdkerasError, match="truth"):
+        ModelForm("A r^-2", (Term("A", 2.0),), {"B": 1.0})

@@ -12,12 +12,23 @@ import pytest
 
 from mdkeras import recovery as rc
 from mdkeras.datasets import DatasetSpec, generate
+from mdkeras.encoding import fit_encoder
 from mdkeras.errors import MdkerasError
 from mdkeras.metrics import cell_centre_forces, cell_centre_kernel
-from mdkeras.potentials import force_over_r
-from mdkeras.symmetry import MATRICES, transform_grids
+from mdkeras.potentials import (
+    POTENTIALS,
+    ForceView,
+    ModelForm,
+    Potential,
+    Term,
+    f_max,
+    force_over_r,
+)
+from mdkeras.symmetry import fundamental_domain, symmetrise
 
 SETTINGS = {"lj": 8.0, "coulomb": 5.0}  # potential -> window
+TRUTH = {"lj": {"A": 48.0, "B": 24.0}, "coulomb": {"A": 1.0, "p": 2.0}}  # SPEC §1 by hand
+LJ_POINTS = {"zero_crossing": 2.0 ** (1 / 6), "well_minimum": (26.0 / 7.0) ** (1 / 6)}
 
 
 def synthetic(potential: str, window: float, n: int, samples: int, seed: int, rate=0.03):
@@ -63,17 +74,6 @@ def test_centre_mode_is_the_cell_centre_kernel_and_average_matches_brute_force(p
         np.testing.assert_allclose(avg[iy, ix], brute, rtol=1e-4)
 
 
-def test_symmetrise_is_a_projection_onto_d4_symmetric_kernels():
-    centre = cell_centre_kernel("coulomb", 5.0, 16)
-    np.testing.assert_allclose(rc.symmetrise(centre), centre, rtol=1e-12, atol=1e-15)
-    k = rc.symmetrise(np.random.default_rng(0).normal(size=(3, 16, 16, 2)))
-    np.testing.assert_allclose(rc.symmetrise(k), k, atol=1e-12)
-    for g in range(8):  # a neighbour in cell g(c) exerts M_g k[c]
-        planes = transform_grids(np.moveaxis(k, -1, -3), g)
-        img = np.einsum("ij,...jyx->...yxi", MATRICES[g], planes)
-        np.testing.assert_allclose(img, k, atol=1e-12)
-
-
 # --- the noise-free check ------------------------------------------------------------------------
 
 
@@ -91,28 +91,98 @@ def test_noise_free_fit_recovers_cell_centre_kernel_and_true_parameters(potentia
     np.testing.assert_allclose(full, truth, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(rc.linear_forces(grids, full), forces, rtol=1e-7, atol=1e-6)
     # deconvolution with point evaluation at the cell centres returns the truth
-    mask = ok & rc.fundamental_domain(fit.geo)
+    mask = ok & fundamental_domain(n)
     sigma = np.broadcast_to(np.abs(truth).max(axis=-1, keepdims=True), truth.shape)
     params = rc.fit_parameters(potential, fit.kernel, sigma, mask, fit.geo, mode="centre")
-    for name, value in rc.TRUTH[potential].items():
+    for name, value in TRUTH[potential].items():
         assert float(params[name]) == pytest.approx(value, rel=1e-6), name
     # ... while treating centre values as cell averages would not (the bias deconvolution fixes)
     biased = rc.fit_parameters(potential, fit.kernel, sigma, mask, fit.geo)
-    assert abs(float(biased["A"]) / rc.TRUTH[potential]["A"] - 1) > 1e-3
+    assert abs(float(biased["A"]) / TRUTH[potential]["A"] - 1) > 1e-3
 
 
 @pytest.mark.parametrize("potential", ["lj", "coulomb"])
 def test_average_mode_deconvolution_of_the_true_cell_average_is_exact(potential):
     geo = rc.geometry(SETTINGS[potential], 16)
     truth = rc.true_kernel(potential, geo)
-    mask = ~geo.touching & rc.fundamental_domain(geo)
+    mask = ~geo.touching & fundamental_domain(16)
     sigma = np.broadcast_to(np.abs(truth).max(axis=-1, keepdims=True), truth.shape)
     params = rc.fit_parameters(potential, truth, sigma, mask, geo)
-    for name, value in rc.TRUTH[potential].items():
+    assert list(params) == list(TRUTH[potential])
+    for name, value in TRUTH[potential].items():
         assert float(params[name]) == pytest.approx(value, rel=1e-6), name
     derived = rc.derived_points(potential, params)
+    assert set(derived) == (set(LJ_POINTS) if potential == "lj" else set())
     for name, value in derived.items():
-        assert float(value) == pytest.approx(rc.DERIVED_TRUTH[name], rel=1e-6)
+        assert float(value) == pytest.approx(LJ_POINTS[name], rel=1e-6)
+    # the fitted form's kernel is the true kernel again
+    np.testing.assert_allclose(
+        rc.model_kernel(potential, params, geo)[mask], truth[mask], rtol=1e-5, atol=1e-9
+    )
+
+
+def test_a_model_form_with_a_fitted_exponent_and_several_terms_is_fitted_exactly():
+    """The general route (coefficients by least squares, one exponent by profiling) on the exact
+    cell-averaged kernel of `3 r^-3 - 2 r^-7`; and a one-term form with a fixed exponent."""
+    geo = rc.geometry(5.0, 16)
+    mask = ~geo.touching & fundamental_domain(16)
+    two = ModelForm(
+        "A r^-p - B r^-7",
+        (Term("A", "p"), Term("B", 7.0, sign=-1.0)),
+        truth={"A": 3.0, "p": 3.0, "B": 2.0},
+        bounds=(1.0, 5.0),
+    )
+    assert two.parameters == ("A", "B", "p")
+    kernel = rc.cell_average(two.force_over_r(two.truth), geo)
+    sigma = np.ones_like(kernel)
+    params = rc.fit_model(two, kernel, sigma, mask, geo)
+    for name, value in two.truth.items():
+        assert float(params[name]) == pytest.approx(value, rel=1e-6), name
+    # two kernels at once: one parameter set each
+    both = rc.fit_model(two, np.stack([kernel, 2 * kernel]), sigma, mask, geo)
+    np.testing.assert_allclose(both["A"], [3.0, 6.0], rtol=1e-6)
+    np.testing.assert_allclose(both["p"], [3.0, 3.0], rtol=1e-6)
+    one = ModelForm("A r^-2", (Term("A", 2.0),), truth={"A": 1.0})
+    coulomb = rc.true_kernel("coulomb", geo)
+    assert float(rc.fit_model(one, coulomb, sigma, mask, geo)["A"]) == pytest.approx(1.0, 1e-9)
+
+
+def test_fit_encoder_is_the_case_encoder_fitted_on_training_forces():
+    forces = np.random.default_rng(0).normal(scale=3.0, size=(500, 2))
+    paper = fit_encoder(
+        "paper", potential="lj", window=8.0, grid=28, classes=10, train_forces=forces
+    )
+    assert paper.f_max == f_max("lj", 8.0 / 28) and paper.classes == 10
+    quantile = fit_encoder(
+        "quantile", potential="lj", window=8.0, grid=28, classes=4, train_forces=forces
+    )
+    np.testing.assert_array_equal(
+        np.bincount(quantile.encode(forces)[:, 0], minlength=4), [125, 125, 125, 125]
+    )
+    with pytest.raises(MdkerasError, match="'onehot'"):
+        fit_encoder("onehot", potential="lj", window=8.0, grid=28, classes=4, train_forces=forces)
+    with pytest.raises(MdkerasError, match="'morse'"):
+        fit_encoder("paper", potential="morse", window=8.0, grid=28, classes=4, train_forces=forces)
+
+
+def test_a_new_potential_is_one_table_entry(monkeypatch):
+    """`U = r^-3` (`f = 3 r^-4`) added to `POTENTIALS` alone: datasets and recovery use it, and
+    recovery finds its truth within a few bootstrap errors."""
+    entry = Potential(
+        name="r3",
+        label="r^-3",
+        force_over_r=lambda r2: 3.0 * r2**-2.5,
+        energy=lambda r: r**-3.0,
+        model=ModelForm("A r^-p", (Term("A", "p"),), truth={"A": 3.0, "p": 4.0}, bounds=(1, 8)),
+        md_cutoff=5.0,
+        view=ForceView(log=True),
+    )
+    monkeypatch.setitem(POTENTIALS, "r3", entry)
+    data = generate(DatasetSpec("r3", 0.5, 5.0, 16, 5_000, 0, targets=50), progress=False)
+    summary, _ = rc.recover(data, bootstrap=16, bayes=False)
+    assert summary["model"] == "A r^-p" and set(summary["parameters"]) == {"A", "p"}
+    for est in summary["parameters"].values():
+        assert abs(est["z"]) < 4 and abs(est["relative_error"]) < 0.05, est
 
 
 def test_bad_inputs_are_one_line_errors():
@@ -144,7 +214,7 @@ def test_stitched_kernel_is_d4_symmetric_and_close_to_the_truth():
     tr = data.split_indices()["train"]
     fit = rc.fit_kernel(data.grids[tr], data.forces[tr], data.config[tr], 8.0, bootstrap=16)
     for k in (fit.kernel, fit.replicates):
-        np.testing.assert_allclose(rc.symmetrise(k), k, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(symmetrise(k), k, rtol=1e-12, atol=1e-12)
     assert len(fit.radii) >= 2 and fit.radii[0] == pytest.approx(fit.geo.cell)
     assert fit.samples == sorted(fit.samples, reverse=True)
     mask = fit.usable
@@ -231,7 +301,29 @@ def test_physics_settings_deduplicate_cases():
     from benchmarks import registry
     from benchmarks.recover import physics_settings
 
-    settings = physics_settings(registry.list_cases("n28"))
+    settings = physics_settings(registry.list_cases("n28", exclude="md-"))
     assert len(settings) == 6
     assert all(s["encodings"] == ["paper", "quantile"] and len(s["cases"]) == 6 for s in settings)
-    assert len(physics_settings(registry.list_cases())) == 18
+    md = physics_settings(registry.list_cases("md-"))  # md data is its own setting
+    assert len(md) == 7 and all(s["sampler"] == "md" and s["name"].startswith("md-") for s in md)
+    assert md[2]["key"] == settings[2]["key"] and md[2]["name"] != settings[2]["name"]
+    assert len(physics_settings(registry.list_cases())) == 18 + 7
+
+
+def test_committed_recovery_records_load_and_match_the_potential_table():
+    """Every record under results/recovery/ loads, and its model, parameter names and truths
+    are the ones the `POTENTIALS` table gives today."""
+    from pathlib import Path
+
+    from mdkeras.records import load_record
+
+    paths = sorted((Path(__file__).parents[1] / "results" / "recovery").glob("*.json"))
+    assert paths
+    for path in paths:
+        record = load_record(path, kind="recovery")
+        form = POTENTIALS[record["physics"]["potential"]].model
+        assert record["model"] == form.formula, path
+        assert list(record["parameters"]) == list(form.parameters), path
+        assert {k: v["truth"] for k, v in record["parameters"].items()} == form.truth, path
+        derived = {k: float(v) for k, v in form.derived(form.truth).items()}
+        assert {k: v["truth"] for k, v in record["derived"].items()} == derived, path

@@ -8,7 +8,15 @@ import itertools
 import numpy as np
 import pytest
 
-from mdkeras.symmetry import MATRICES, all_transforms, transform_grids, transform_vectors
+from mdkeras.metrics import cell_centre_kernel
+from mdkeras.symmetry import (
+    MATRICES,
+    all_transforms,
+    fundamental_domain,
+    symmetrise,
+    transform_grids,
+    transform_vectors,
+)
 
 ROT = np.array([[0, -1], [1, 0]])  # 90 degrees counter-clockwise
 FLIP = np.array([[-1, 0], [0, 1]])  # x -> -x
@@ -104,3 +112,56 @@ def test_transform_grids_batch_shape_and_dtype():
         assert out.shape == g.shape and out.dtype == np.uint8 and out.flags.c_contiguous
         np.testing.assert_array_equal(out[1, 2], transform_grids(g[1, 2], k))
         assert out.sum() == g.sum()
+
+
+# --- the fundamental domain and symmetrised kernels -------------------------------------------
+
+
+def orbits(n):
+    """The D4 orbits of the cells of an `n x n` grid, by brute force: sets of flat indices."""
+    cells = np.arange(n * n).reshape(n, n)
+    images = np.stack([transform_grids(cells, k).ravel() for k in range(8)])
+    return {frozenset(images[:, c]) for c in range(n * n)}
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 7, 8, 16, 28])
+def test_fundamental_domain_holds_one_cell_of_every_orbit(n):
+    domain = fundamental_domain(n)
+    assert domain.shape == (n, n) and domain.dtype == bool
+    chosen = set(np.flatnonzero(domain))
+    for orbit in orbits(n):
+        assert len(orbit & chosen) == 1, sorted(orbit)
+    # centres with 0 <= y <= x: the lower-right octant of the upper-right quadrant
+    h = (n + 1) // 2
+    assert domain.sum() == h * (h + 1) // 2
+    iy, ix = np.nonzero(domain)
+    assert np.all(2 * ix + 1 >= n) and np.all(iy <= ix)
+
+
+def test_models_build_forcemap_orbits_from_the_same_domain():
+    from mdkeras.models import d4_orbit_maps
+
+    for n in (5, 16, 28):
+        np.testing.assert_array_equal(d4_orbit_maps(n)[0], np.flatnonzero(fundamental_domain(n)))
+
+
+def test_symmetrise_is_a_projection_onto_d4_symmetric_kernels():
+    centre = cell_centre_kernel("coulomb", 5.0, 16)
+    np.testing.assert_allclose(symmetrise(centre), centre, rtol=1e-12, atol=1e-15)
+    k = symmetrise(np.random.default_rng(0).normal(size=(3, 16, 16, 2)))
+    np.testing.assert_allclose(symmetrise(k), k, atol=1e-12)
+    for g in range(8):  # a neighbour in cell g(c) exerts M_g k[c]
+        planes = transform_grids(np.moveaxis(k, -1, -3), g)
+        img = np.einsum("ij,...jyx->...yxi", MATRICES[g], planes)
+        np.testing.assert_allclose(img, k, atol=1e-12)
+
+
+def test_symmetrise_keeps_nan_only_where_every_image_is_nan():
+    k = np.random.default_rng(3).normal(size=(8, 8, 2))
+    k[0, 0] = np.nan  # one corner unobserved: its images fill it
+    assert np.all(np.isfinite(symmetrise(k)))
+    corners = k.copy()
+    corners[[0, 0, 7, 7], [0, 7, 0, 7]] = np.nan  # the whole orbit of a corner
+    out = symmetrise(corners)
+    assert np.isnan(out[[0, 0, 7, 7], [0, 7, 0, 7]]).all()
+    assert np.isfinite(out).sum() == out.size - 8

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mdkeras.config import SCALES, Case
+from mdkeras.datasets import DatasetSpec
 from mdkeras.errors import MdkerasError
 from mdkeras.training import run_case
 
@@ -67,17 +68,44 @@ def test_joint_head_with_augmentation_and_quantile_encoding_trains(tmp_path):
     assert 0.0 <= rec["metrics"]["joint_accuracy"] <= 1.0
 
 
-def test_recipes_cover_every_architecture_and_floor_the_patience():
-    from mdkeras.config import ARCHITECTURES, Scale
-    from mdkeras.training import RECIPES
+def test_record_carries_the_learning_verdict_and_the_robust_force_error(smoke_records):
+    rec, _ = smoke_records
+    m = rec["metrics"]
+    assert m["collapsed"] is False  # LeNet learns at smoke scale on this case
+    joint = np.array(rec["confusion"]["x"]).sum(0), np.array(rec["confusion"]["y"]).sum(0)
+    assert 1 / 100 <= m["top_class_share"] <= min(j.max() / 500 for j in joint)
+    assert 0 < m["force_median_ae"] < m["force_mae"]  # LJ: the mean is near-overlap dominated
+    assert "split_cap" not in rec["training"]  # LeNet n = 28 keeps its whole smoke splits
 
-    assert set(RECIPES) == set(ARCHITECTURES)
-    forcemap = RECIPES["forcemap"]
-    assert forcemap.stop_patience(SCALES["paper"]) == 4  # 3 from the scale, floored at 4
-    assert forcemap.stop_patience(Scale("long", 1000, 50, patience=6)) == 6
-    assert forcemap.stop_patience(SCALES["smoke"]) is None  # smoke never stops early
-    assert RECIPES["lenet"].stop_patience(SCALES["paper"]) == 3
-    assert RECIPES["lenet"].callbacks() == [] and len(forcemap.callbacks()) == 1
+
+def test_smoke_cuts_every_split_to_the_architecture_budget(tmp_path, monkeypatch):
+    import dataclasses
+
+    from mdkeras.architectures import ARCHITECTURES
+
+    budget = dataclasses.replace(ARCHITECTURES["lenet"], smoke_cells=200 * 16**2)
+    monkeypatch.setitem(ARCHITECTURES, "lenet", budget)
+    case = Case("lj", 0.5, 8.0, 16)
+    rec = run_case(case, SCALES["smoke"], 0, cache_dir=tmp_path, verbose=0)
+    assert rec["training"]["split_cap"] == 200
+    assert rec["split_sizes"] == {"train": 200, "val": 200, "test": 200}
+    assert sum(rec["class_histogram"]["x"]) == 200
+    assert np.array(rec["confusion"]["x"]).sum() == 200 and rec["baselines"]["bayes_samples"] == 200
+    assert len(rec["history"]) == 2 and isinstance(rec["metrics"]["collapsed"], bool)
+    # the same cached dataset as every smoke case of this setting, cut after loading
+    assert rec["dataset_key"] == DatasetSpec("lj", 0.5, 8.0, 16, 2_000, 0).key()
+
+
+def test_run_case_and_perf_compile_alike():
+    import keras
+
+    from mdkeras.models import build_model
+    from mdkeras.training import compile_model
+
+    model = compile_model(build_model("lenet", 16, 10, "separate"))
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(1e-3)
+    assert model.jit_compile is False
 
 
 def test_forcemap_cuts_its_learning_rate_on_validation_plateaus(tmp_path):
@@ -103,3 +131,33 @@ def test_too_small_grid_is_rejected_before_any_work(tmp_path):
     with pytest.raises(MdkerasError, match="grid=12"):
         run_case(Case("lj", 0.5, 8.0, 12), SCALES["smoke"], 0, cache_dir=tmp_path, verbose=0)
     assert not any(tmp_path.iterdir())
+
+
+def jittered_lattice(spec):
+    """A test sampler: a square lattice with seeded jitter, so cells are not uniformly filled."""
+    side = int(np.ceil(np.sqrt(spec.particles)))
+    spacing = spec.box / side
+    ij = np.stack(np.meshgrid(np.arange(side), np.arange(side)), -1).reshape(-1, 2)
+    for child in np.random.SeedSequence(spec.seed).spawn(spec.configurations):
+        rng = np.random.default_rng(child)
+        jitter = rng.normal(0.0, 0.1 * spacing, (spec.particles, 2))
+        positions = (ij[: spec.particles] * spacing + jitter) % spec.box
+        yield positions, spec.box, rng.choice(spec.particles, spec.targets, replace=False)
+
+
+def test_a_new_sampler_entry_runs_end_to_end(tmp_path, monkeypatch):
+    from mdkeras.sampling import SAMPLERS, Sampler
+
+    entry = Sampler(
+        "lattice", f"{__name__}:jittered_lattice", temperature=1.0, uniform_in_cells=False
+    )
+    monkeypatch.setitem(SAMPLERS, "lattice", entry)
+    case = Case("lj", 0.5, 8.0, 16, sampler="lattice")
+    rec = run_case(case, SCALES["smoke"], 0, cache_dir=tmp_path, verbose=0)
+    assert rec["case_name"] == "lattice-lj-rho0.50-t1.00-w8-n16-lenet-paper"
+    assert rec["case"]["sampler"] == "lattice" and rec["case"]["temperature"] == 1.0
+    assert rec["baselines"]["bayes_limit"] is None and rec["fraction_of_bayes"] is None
+    assert 0.0 <= rec["baselines"]["uniform_bayes"] <= 1.0
+    assert rec["paper_reference"] is None
+    spec = DatasetSpec("lj", 0.5, 8.0, 16, 2_000, 0, sampler="lattice", temperature=1.0)
+    assert rec["dataset_key"] == spec.key() != DatasetSpec("lj", 0.5, 8.0, 16, 2_000, 0).key()

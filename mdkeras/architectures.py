@@ -1,0 +1,148 @@
+"""The architecture table: one entry per network (builder, minimum grid, training recipe, smoke
+budget), read by `config` (valid names), the registry (cases) and `training` (recipe, budget).
+
+This module does not import TensorFlow or Keras: the command line reads the table to check its
+arguments and must start fast. Builders live in `mdkeras.models` and are imported on first use.
+Adding an architecture is one `Architecture` entry here plus its trunk builder.
+"""
+
+from __future__ import annotations
+
+import importlib
+import numbers
+from dataclasses import dataclass
+
+from mdkeras.checks import check_choice
+from mdkeras.errors import MdkerasError
+
+LEARNING_RATE = 1e-3  # Adam, every architecture (the paper's)
+BATCH_SIZE = 128
+MIN_SPLIT = 8  # a capped split keeps at least this many samples
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How an architecture is trained beyond the shared Adam(1e-3), batch 128: an optional
+    learning-rate cut on validation plateaus and a floor under the scale's early-stopping
+    patience (so the cuts get epochs to work)."""
+
+    plateau_factor: float | None = None  # multiply the rate by this after a plateau; None: never
+    plateau_patience: int = 1  # epochs without a better validation joint accuracy
+    min_learning_rate: float = 1e-6
+    min_stop_patience: int = 0
+
+    def stop_patience(self, scale) -> int | None:
+        """The early-stopping patience at `scale` (None: the scale does not stop early)."""
+        return max(scale.patience, self.min_stop_patience) if scale.patience else None
+
+    def callbacks(self) -> list:
+        """Keras callbacks of the recipe (monitoring `val_joint_accuracy`)."""
+        if self.plateau_factor is None:
+            return []
+        import keras
+
+        return [
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_joint_accuracy",
+                mode="max",
+                factor=self.plateau_factor,
+                patience=self.plateau_patience,
+                min_lr=self.min_learning_rate,
+            )
+        ]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One network: its trunk builder, the smallest grid it accepts, how it trains, and its
+    budget at a capped scale (`Scale.capped`, i.e. smoke).
+
+    The smoke budget `smoke_cells` bounds samples x cells per split, since a convolution's cost
+    grows with `n²`: at a capped scale every split (train, val, test) keeps only its first
+    `max(MIN_SPLIT, smoke_cells // n²)` samples (the encoder is still fitted on the whole
+    training split). None: the whole splits.
+    """
+
+    name: str
+    builder: str  # "module:function", a trunk `(x, grid, prefix) -> features before Dense K`
+    min_grid: int
+    recipe: Recipe = Recipe()
+    smoke_cells: int | None = None
+    summary: str = ""
+
+    def trunk(self):
+        """The trunk builder function (imports its module, and so Keras, on first use)."""
+        module, _, function = self.builder.partition(":")
+        return getattr(importlib.import_module(module), function)
+
+    def split_cap(self, scale, grid: int) -> int | None:
+        """The most samples a split keeps at `scale` on an `n = grid` grid (None: no cap)."""
+        if not scale.capped or self.smoke_cells is None:
+            return None
+        return max(MIN_SPLIT, self.smoke_cells // int(grid) ** 2)
+
+    def train_samples(self, scale, grid: int, available: int) -> int:
+        """How many of the `available` training samples the model fits at `scale`."""
+        cap = self.split_cap(scale, grid)
+        return available if cap is None else min(available, cap)
+
+
+# LeNet's two valid 5×5 convolutions and two 2×2 pools need n >= 16 (16 -> 12 -> 6 -> 2 -> 1).
+# AlexNet (same padding, three pools) and forcemap (any n) share the floor so all three run on
+# the same grids. LeNet and AlexNet train as in the paper, at a constant rate. forcemap is a
+# near-linear map whose weights span decades: at a constant rate it stalls at the cell-centre
+# accuracy, and cutting the rate on plateaus takes it to the Bayes limit (README, "Recovering
+# the potential"). Smoke budgets (`smoke_cells`): LeNet keeps its whole smoke splits up to
+# n = 28 (1,250 training samples) and 312 samples at n = 56. AlexNet costs ~0.8 / 2.4 / 9.6
+# GFLOP per training sample at n = 16 / 28 / 56 (LeNet 0.03 at n = 28), i.e. seconds per
+# sample on two CPU cores, so at smoke it keeps 24 / 8 / 8 samples per split: a plumbing check.
+ARCHITECTURES: dict[str, Architecture] = {
+    a.name: a
+    for a in (
+        Architecture(
+            "lenet",
+            "mdkeras.models:lenet_trunk",
+            min_grid=16,
+            smoke_cells=1_250 * 28**2,
+            summary="the paper's LeNet (Fig. 2)",
+        ),
+        Architecture(
+            "alexnet",
+            "mdkeras.models:alexnet_trunk",
+            min_grid=16,
+            smoke_cells=8 * 28**2,
+            summary="AlexNet's shape with a small-grid stem",
+        ),
+        Architecture(
+            "forcemap",
+            "mdkeras.models:forcemap_trunk",
+            min_grid=16,
+            recipe=Recipe(plateau_factor=0.3, plateau_patience=1, min_stop_patience=4),
+            summary="a linear D4-symmetric force map, signed log readout and small MLP",
+        ),
+    )
+}
+
+
+def get_architecture(name: str) -> Architecture:
+    """The table entry called `name`, or one clear error listing the allowed names."""
+    return ARCHITECTURES[check_choice("architecture", name, ARCHITECTURES)]
+
+
+def min_grid(architecture: str) -> int:
+    """The smallest grid size `n` the architecture accepts."""
+    return get_architecture(architecture).min_grid
+
+
+def check_grid(architecture: str, grid: int) -> None:
+    """Raise one clear `MdkerasError` if `grid` is not an integer >= `min_grid(architecture)`."""
+    lo = min_grid(architecture)
+    if isinstance(grid, bool) or not isinstance(grid, numbers.Integral):
+        raise MdkerasError(
+            f"grid={grid!r} is not allowed: expected an integer >= {lo}; use e.g. --grid 28."
+        )
+    if grid < lo:
+        raise MdkerasError(
+            f"grid={grid!r} is too small for {architecture}: expected grid >= {lo}; "
+            f"use a larger --grid or a different --architecture."
+        )

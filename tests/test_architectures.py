@@ -1,0 +1,100 @@
+"""The architecture table: one entry per network, read by config, the registry and training."""
+
+import subprocess
+import sys
+
+import pytest
+
+from mdkeras.architectures import (
+    ARCHITECTURES,
+    BATCH_SIZE,
+    LEARNING_RATE,
+    MIN_SPLIT,
+    Architecture,
+    Recipe,
+    check_grid,
+    get_architecture,
+)
+from mdkeras.config import SCALES, Case, Scale, with_samples
+from mdkeras.errors import MdkerasError
+
+
+def test_every_architecture_has_builder_min_grid_and_recipe():
+    assert set(ARCHITECTURES) == {"lenet", "alexnet", "forcemap"}
+    for name, arch in ARCHITECTURES.items():
+        assert arch.name == name
+        module, _, function = arch.builder.partition(":")
+        assert module == "mdkeras.models" and function == f"{name}_trunk"
+        assert isinstance(arch.min_grid, int) and arch.min_grid >= 2
+        assert isinstance(arch.recipe, Recipe)
+        assert arch.smoke_cells is None or arch.smoke_cells >= MIN_SPLIT * 28**2
+
+
+def test_lenet_trains_as_in_the_paper_constant_adam_1e3():
+    lenet = get_architecture("lenet").recipe
+    assert LEARNING_RATE == 1e-3 and BATCH_SIZE == 128
+    assert lenet == Recipe() and lenet.plateau_factor is None and lenet.callbacks() == []
+    assert lenet.stop_patience(SCALES["paper"]) == 3
+    assert get_architecture("alexnet").recipe.plateau_factor is None
+
+
+def test_forcemap_recipe_cuts_the_rate_and_floors_the_patience():
+    forcemap = get_architecture("forcemap").recipe
+    assert forcemap.stop_patience(SCALES["paper"]) == 4  # 3 from the scale, floored at 4
+    assert forcemap.stop_patience(Scale("long", 1000, 50, patience=6)) == 6
+    assert forcemap.stop_patience(SCALES["smoke"]) is None  # smoke never stops early
+    assert len(forcemap.callbacks()) == 1
+
+
+def test_only_capped_scales_cap_the_training_samples():
+    assert SCALES["smoke"].capped and not SCALES["ci"].capped and not SCALES["paper"].capped
+    assert with_samples(SCALES["smoke"], 5_000).capped
+    alexnet, lenet = get_architecture("alexnet"), get_architecture("lenet")
+    smoke = SCALES["smoke"]
+    # samples x cells per split is bounded: a quarter of the samples at twice the grid
+    assert [alexnet.split_cap(smoke, n) for n in (16, 28, 56)] == [24, 8, MIN_SPLIT]
+    assert [lenet.split_cap(smoke, n) for n in (28, 56)] == [1250, 1250 // 4]
+    assert alexnet.train_samples(smoke, 16, 1250) == 24
+    assert alexnet.train_samples(smoke, 16, 10) == 10
+    assert alexnet.split_cap(smoke, 1000) == MIN_SPLIT
+    for scale in ("ci", "paper"):
+        assert alexnet.split_cap(SCALES[scale], 56) is None
+        assert alexnet.train_samples(SCALES[scale], 56, 6250) == 6250
+    # LeNet keeps its whole smoke training split (1,250) up to the paper's n = 28
+    assert [lenet.train_samples(smoke, n, 1250) for n in (16, 28, 56)] == [1250, 1250, 312]
+    assert get_architecture("forcemap").split_cap(smoke, 56) is None
+
+
+def test_config_and_registry_read_the_table(monkeypatch):
+    from benchmarks import registry
+
+    per_arch = {a: 0 for a in ARCHITECTURES}
+    for name in registry.case_names():
+        per_arch[registry.get_case(name).architecture] += 1
+    per_physics = len(registry.PHYSICS) * len(registry.GRIDS) + len(registry.MD_PHYSICS)
+    assert set(per_arch.values()) == {per_physics * 2}
+    with pytest.raises(MdkerasError, match="architecture='vgg' is not allowed.*'forcemap'"):
+        Case("lj", 0.5, 8.0, 28, architecture="vgg")
+    entry = Architecture("vgg", "mdkeras.models:lenet_trunk", min_grid=20)
+    monkeypatch.setitem(ARCHITECTURES, "vgg", entry)
+    assert Case("lj", 0.5, 8.0, 28, architecture="vgg").name == "lj-rho0.50-w8-n28-vgg-paper"
+    with pytest.raises(MdkerasError, match="grid=16 is too small for vgg"):
+        check_grid("vgg", 16)
+
+
+def test_unknown_architecture_is_one_line_naming_the_allowed():
+    with pytest.raises(MdkerasError) as err:
+        get_architecture("resnet")
+    msg = str(err.value)
+    assert "'resnet'" in msg and all(f"'{a}'" in msg for a in ARCHITECTURES) and "\n" not in msg
+
+
+def test_reading_the_tables_does_not_import_tensorflow():
+    code = (
+        "import sys, mdkeras.config, benchmarks.registry, mdkeras.architectures; "
+        "mdkeras.config.Case('lj', 0.5, 8.0, 28, architecture='alexnet'); "
+        "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules]; "
+        "sys.exit(f'imported {bad}' if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
