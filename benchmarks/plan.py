@@ -1,7 +1,7 @@
 """What a `run` will cost before it starts, and how far it has got while it runs.
 
-`estimate_seconds` prices one (case, seed) from `COSTS`, a table measured on the project's
-2-core CPU machine; `describe_plan` is the line `run` and `run --dry-run` print first;
+`estimate_seconds` prices one (case, seed) from the architecture's `cpu_cost`, measured on the
+project's 2-core CPU machine; `describe_plan` is the line `run` and `run --dry-run` print first;
 `Progress` prints one line per pair with the elapsed time and an estimate of the time left
 (the table's estimates, rescaled by how fast the finished pairs actually went).
 """
@@ -13,24 +13,24 @@ import os
 import sys
 import time
 
-from mdkeras.architectures import get_architecture
+from mdkeras.architectures import ARCHITECTURES, get_architecture
 from mdkeras.config import Case, Scale
 from mdkeras.datasets import TEST_FRACTION, VALIDATION_FRACTION
 from mdkeras.errors import MdkerasError
 
-# Seconds per (case, seed) on the 2-core CPU machine (TensorFlow 2.21, default threads), per
-# architecture and grid: (fixed, per training sample-epoch). Measured on LJ rho = 0.5, W = 8
-# with `mdkeras.training.run_case` in one warm worker process, the machine shared with other
-# jobs (load 2-4), so treat them as +-50 %: `fixed` is a smoke case's wall time less its
-# steady epochs (building the model, tracing the first epoch, baselines), from
-# `run -k lj-rho0.50-w8 --scale smoke`; `per sample-epoch` is the fastest epoch after the first
-# divided by the training samples, at 1,000 samples (500 training) x 2-3 epochs uncapped.
+# The per-architecture costs are `Architecture.cpu_cost` (seconds per (case, seed) on the 2-core
+# CPU machine, TensorFlow 2.21, default threads, by grid: fixed, per training sample-epoch).
+# Measured on LJ rho = 0.5, W = 8 with `mdkeras.training.run_case` in one warm worker process,
+# the machine shared with other jobs (load 2-4), so treat them as +-50 %: `fixed` is a smoke
+# case's wall time less its steady epochs (building the model, the first epoch, baselines),
+# from `run -k lj-rho0.50-w8 --scale smoke`; `per sample-epoch` is the fastest epoch after the
+# first divided by the training samples, at 1,000 samples (500 training) x 2-3 epochs uncapped.
 # Evaluating a sample (validation each epoch, test once) is counted as a third of training it.
-COSTS: dict[str, dict[int, tuple[float, float]]] = {
-    "lenet": {16: (3.4, 0.00013), 28: (3.7, 0.0017), 56: (5.5, 0.0091)},
-    "forcemap": {16: (4.0, 0.00006), 28: (4.4, 0.00008), 56: (4.1, 0.00012)},
-    "alexnet": {16: (5.2, 0.017), 28: (5.0, 0.045), 56: (6.0, 0.23)},
-}
+# An architecture without measured costs is priced as the dearest measured one.
+# A case at `Scale.reuse_models` (smoke) pays no tracing: building a fresh model and copying its
+# variables into the compiled one, evaluation and baselines (a reused forcemap n = 28 smoke case
+# took 0.86 s in all, training included).
+REUSED_FIXED_SECONDS = 0.5
 TARGETS = 250  # samples per configuration (`DatasetSpec.targets`)
 EVALUATE_SHARE = 1 / 3  # a forward pass against a training step
 WORKER_START_SECONDS = 6.0  # a fresh worker process importing TensorFlow
@@ -52,9 +52,12 @@ def split_sizes(case: Case, scale: Scale) -> dict[str, int]:
 
 
 def cost(architecture: str, grid: int) -> tuple[float, float]:
-    """`(fixed seconds, seconds per sample-epoch)` from `COSTS`; other grids scale the nearest
-    measured one's per-sample cost with the number of cells."""
-    table = COSTS[architecture]
+    """`(fixed seconds, seconds per sample-epoch)` from the architecture's `cpu_cost`; other
+    grids scale the nearest measured one's per-sample cost with the number of cells."""
+    table = get_architecture(architecture).cpu_cost
+    if not table:
+        measured = [a.name for a in ARCHITECTURES.values() if a.cpu_cost]
+        return max((cost(a, grid) for a in measured), key=lambda c: c[1])
     if grid in table:
         return table[grid]
     nearest = min(table, key=lambda g: abs(g - grid))
@@ -66,6 +69,8 @@ def estimate_seconds(case: Case, scale: Scale, *, cached: bool = True) -> float:
     """Estimated wall seconds of one (case, seed) at `scale`, training every epoch (early
     stopping only makes it shorter); `cached=False` adds building its dataset."""
     fixed, per = cost(case.architecture, case.grid)
+    if scale.reuse_models:  # the model is traced once per shape and worker, not per case
+        fixed = REUSED_FIXED_SECONDS
     n = split_sizes(case, scale)
     samples = n["train"] * scale.max_epochs
     samples += EVALUATE_SHARE * (n["val"] * scale.max_epochs + n["test"])

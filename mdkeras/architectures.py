@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mdkeras.checks import check_choice
 from mdkeras.errors import MdkerasError
@@ -69,6 +69,9 @@ class Architecture:
     recipe: Recipe = Recipe()
     smoke_cells: int | None = None
     summary: str = ""
+    # Seconds per (case, seed) on the 2-core CPU machine, by grid: (fixed, per training
+    # sample-epoch), read by `benchmarks.plan` to estimate a run (see the measurement there).
+    cpu_cost: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     def trunk(self):
         """The trunk builder function (imports its module, and so Keras, on first use)."""
@@ -105,6 +108,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             min_grid=16,
             smoke_cells=1_250 * 28**2,
             summary="the paper's LeNet (Fig. 2)",
+            cpu_cost={16: (3.4, 0.00013), 28: (3.7, 0.0017), 56: (5.5, 0.0091)},
         ),
         Architecture(
             "alexnet",
@@ -112,6 +116,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             min_grid=16,
             smoke_cells=8 * 28**2,
             summary="AlexNet's shape with a small-grid stem",
+            cpu_cost={16: (5.2, 0.017), 28: (5.0, 0.045), 56: (6.0, 0.23)},
         ),
         Architecture(
             "forcemap",
@@ -119,6 +124,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             min_grid=16,
             recipe=Recipe(plateau_factor=0.3, plateau_patience=1, min_stop_patience=4),
             summary="a linear D4-symmetric force map, signed log readout and small MLP",
+            cpu_cost={16: (4.0, 0.00006), 28: (4.4, 0.00008), 56: (4.1, 0.00012)},
         ),
     )
 }

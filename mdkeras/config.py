@@ -138,10 +138,14 @@ class Scale:
     max_epochs: int
     patience: int | None = None  # None: no early stopping, train max_epochs and keep the last
     capped: bool = False  # cut the splits to `Architecture.smoke_cells`
+    # Keep one compiled model per model shape in the process and reset its variables for each
+    # case (`training.compiled_model`): tracing a training step costs 2-6 s per case on two CPU
+    # cores, more than a smoke case's whole training; the records are the same as without.
+    reuse_models: bool = False
 
 
 SCALES = {
-    "smoke": Scale("smoke", samples=2_000, max_epochs=2, capped=True),
+    "smoke": Scale("smoke", samples=2_000, max_epochs=2, capped=True, reuse_models=True),
     "ci": Scale("ci", samples=10_000, max_epochs=8, patience=3),
     "paper": Scale("paper", samples=50_000, max_epochs=30, patience=3),
 }

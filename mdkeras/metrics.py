@@ -81,7 +81,10 @@ def cell_centre_kernel(potential: str, window: float, grid: int) -> np.ndarray:
     h = window / grid
     c = (np.arange(grid) + 0.5) * h - 0.5 * window
     d = np.stack(np.meshgrid(c, c, indexing="xy"), axis=-1)  # d[iy, ix] = (c[ix], c[iy])
-    return force_on_target(potential, d)
+    kernel = force_on_target(potential, d)
+    if grid % 2:  # odd n: the middle cell's centre is the target itself; by symmetry, no force
+        kernel[grid // 2, grid // 2] = 0.0
+    return kernel
 
 
 def cell_centre_forces(grids: np.ndarray, potential: str, window: float) -> np.ndarray:

@@ -70,7 +70,11 @@ def run_case(
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     pipes = make_pipelines(case, splits, seed)
-    model = compile_model(new_model(case, mixed_precision=mixed_precision), xla=xla)
+    model = new_model(case, mixed_precision=mixed_precision)
+    if scale.reuse_models and not mixed_precision:  # loss scaling has state of its own
+        model = compiled_model(model, case, xla=xla)
+    else:
+        model = compile_model(model, xla=xla)
     if verbose:
         _announce(case, scale, seed, splits, model)
     fit = fit_model(model, case, scale, pipes, splits, verbose=verbose)
@@ -99,7 +103,8 @@ def run_case(
     )
     if verbose:
         _report(case, seed, metrics, base, record)
-    keras.backend.clear_session()
+    if not (scale.reuse_models and not mixed_precision):
+        keras.backend.clear_session()
     return record
 
 
@@ -230,6 +235,26 @@ def compile_model(model: keras.Model, *, xla: bool = False) -> keras.Model:
     return model
 
 
+_COMPILED: dict[tuple, keras.Model] = {}  # model shape -> compiled model (`compiled_model`)
+
+
+def compiled_model(fresh: keras.Model, case: Case, *, xla: bool = False) -> keras.Model:
+    """Step 3b at `Scale.reuse_models`: this process's compiled model of `fresh`'s shape, with
+    every variable of `fresh` (weights and dropout seed states) copied in and the optimizer
+    reset, so it trains exactly as `fresh` would, without tracing its steps again."""
+    key = (case.architecture, case.grid, case.classes, case.head, xla)
+    model = _COMPILED.get(key)
+    if model is None:
+        _COMPILED[key] = model = compile_model(fresh, xla=xla)
+        return model
+    for target, source in zip(model.variables, fresh.variables, strict=True):
+        target.assign(source)
+    for variable in model.optimizer.variables:  # step count and Adam moments
+        variable.assign(tf.zeros_like(variable))
+    model.optimizer.learning_rate.assign(LEARNING_RATE)
+    return model
+
+
 @dataclass
 class Fit:
     """What training left: the per-epoch history, the early-stopping patience (None: none) and
@@ -342,6 +367,8 @@ def build_record(
     }
     if splits.cap is not None:  # a capped (smoke) scale cut the splits to this many samples
         training["split_cap"] = splits.cap
+    if scale.reuse_models:
+        training["reused_model"] = True
     return build_run_record(
         case,
         scale,

@@ -26,6 +26,7 @@ from dying_worker import dying_payload
 from benchmarks import executors, plan, records, registry
 from benchmarks import worker as worker_mod
 from benchmarks.cli import main
+from mdkeras.architectures import get_architecture
 from mdkeras.config import Case, get_scale
 
 DYING_WORKER = Path(__file__).resolve().parent / "dying_worker.py"
@@ -369,7 +370,7 @@ def test_estimates_follow_the_cost_table():
     lenet = Case("lj", 0.5, 8.0, 28)
     sizes = plan.split_sizes(lenet, paper)
     assert sizes == {"train": 36_000, "val": 4_000, "test": 10_000}  # 50,000 samples
-    fixed, per = plan.COSTS["lenet"][28]
+    fixed, per = get_architecture("lenet").cpu_cost[28]
     evaluated = plan.EVALUATE_SHARE * (4_000 * paper.max_epochs + 10_000)
     expected = fixed + per * (36_000 * paper.max_epochs + evaluated)
     assert plan.estimate_seconds(lenet, paper) == pytest.approx(expected)
@@ -377,7 +378,9 @@ def test_estimates_follow_the_cost_table():
     big = Case("lj", 0.5, 8.0, 56, "alexnet")
     assert plan.estimate_seconds(big, paper) > plan.estimate_seconds(lenet, paper)
     assert max(plan.split_sizes(big, smoke).values()) < 100  # smoke's budget for AlexNet
-    assert plan.cost("lenet", 40)[1] == pytest.approx(plan.COSTS["lenet"][28][1] * (40 / 28) ** 2)
+    assert plan.cost("lenet", 40)[1] == pytest.approx(
+        get_architecture("lenet").cpu_cost[28][1] * (40 / 28) ** 2
+    )
     assert plan.wall_seconds(100.0, 2, cpu=False) == 50.0  # a GPU each
     if (os.cpu_count() or 1) >= 2:  # CPU workers share the cores
         assert 50.0 < plan.wall_seconds(100.0, 2) < 100.0
