@@ -19,13 +19,24 @@ from mdkeras.errors import MdkerasError
 from mdkeras.files import atomic_write
 from mdkeras.records import LEARNING_RULE
 
-AXES = ("potential", "density", "window", "grid", "architecture", "encoding", "head")
+AXES = (
+    "potential",
+    "density",
+    "window",
+    "grid",
+    "architecture",
+    "encoding",
+    "head",
+    "sampler",
+    "temperature",
+)
 METRICS = (
     "joint_accuracy",
     "majority",
     "cell_centre",
     "bayes_limit",
     "fraction_of_bayes",
+    "uniform_bayes",
     "accuracy_x",
     "accuracy_y",
     "joint_within_one",
@@ -44,6 +55,7 @@ MARKDOWN_METRICS = (
     "cell_centre",
     "bayes_limit",
     "fraction_of_bayes",
+    "uniform_bayes",
     "force_mae",
     "force_median_ae",
 )
@@ -105,7 +117,8 @@ def summarize(records: list[dict]) -> pd.DataFrame:
         row["collapsed_seeds"], row["learned"] = _learned(list(group["collapsed"]))
         out.append(row)
     df = pd.DataFrame(out)
-    order = [*AXES, "samples", "scale", "case"]  # paper-s10000 before paper-s100000
+    axes = ["sampler", *(a for a in AXES if a != "sampler")]  # cases grouped by sampler
+    order = [*axes, "samples", "scale", "case"]  # paper-s10000 before paper-s100000
     return df.sort_values(order, kind="stable").reset_index(drop=True)[COLUMNS]
 
 

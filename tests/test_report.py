@@ -23,7 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 LJ = "lj-rho0.50-w8-n28-lenet-paper"
 LJ16 = "lj-rho0.50-w8-n16-lenet-quantile"
-ADDED = ["force_median_ae", "top_class_share", "collapsed_seeds", "learned"]  # since the commit
+# columns added since the committed summaries were made
+ADDED = [
+    "force_median_ae",
+    "top_class_share",
+    "collapsed_seeds",
+    "learned",
+    "sampler",
+    "temperature",
+    "uniform_bayes",
+]
 
 
 def run_record(name=LJ, scale="ci", seed=0, joint=0.7, share=0.4, median=0.5) -> dict:
