@@ -8,12 +8,12 @@ Adding an architecture is one `Architecture` entry here plus its trunk builder.
 
 from __future__ import annotations
 
-import importlib
 import numbers
 from dataclasses import dataclass, field
 
 from mdkeras.checks import check_choice
 from mdkeras.errors import MdkerasError
+from mdkeras.lazy import resolve
 
 LEARNING_RATE = 1e-3  # Adam, every architecture (the paper's)
 BATCH_SIZE = 128
@@ -75,8 +75,7 @@ class Architecture:
 
     def trunk(self):
         """The trunk builder function (imports its module, and so Keras, on first use)."""
-        module, _, function = self.builder.partition(":")
-        return getattr(importlib.import_module(module), function)
+        return resolve(self.builder)
 
     def split_cap(self, scale, grid: int) -> int | None:
         """The most samples a split keeps at `scale` on an `n = grid` grid (None: no cap)."""

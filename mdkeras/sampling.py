@@ -5,7 +5,6 @@ that makes its configurations (imported on first use, so reading the table stays
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import math
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import numpy as np
 
 from mdkeras.checks import check_choice, check_int, check_number
 from mdkeras.errors import MdkerasError
+from mdkeras.lazy import resolve
 
 
 def box_side(particles: int, density: float) -> float:
@@ -87,23 +87,17 @@ class Sampler:
             )
 
     def generate(self, spec) -> Iterator[tuple[np.ndarray, float, np.ndarray]]:
-        return _resolve(self.configurations)(spec)
+        return resolve(self.configurations)(spec)
 
     def describe(self, spec) -> dict | None:
         """The sampler's provenance of `spec`'s dataset, or None if it has none."""
-        return None if self.provenance is None else _resolve(self.provenance)(spec)
+        return None if self.provenance is None else resolve(self.provenance)(spec)
 
     def configuration_groups(self, spec) -> np.ndarray:
         """`(C,)` int group (trajectory) id per configuration of `spec`, non-decreasing."""
         if self.groups is None:
             return np.arange(spec.configurations)
-        return np.asarray(_resolve(self.groups)(spec))
-
-
-def _resolve(target: str):
-    """The function named by `"module:function"`, importing the module on first use."""
-    module, _, function = target.partition(":")
-    return getattr(importlib.import_module(module), function)
+        return np.asarray(resolve(self.groups)(spec))
 
 
 SAMPLERS: dict[str, Sampler] = {
