@@ -22,15 +22,22 @@ def _dense(units, inputs):
 
 # The paper's Fig. 2 for n = 28, one tower (by hand).
 LENET_TOWER_28 = _conv(20, 5, 1) + _conv(50, 5, 20) + _dense(500, 800) + _dense(K, 500)
+
+
 # AlexNet-style trunk for n = 28: 28 -> 14 -> 7 -> 3 after the three pools, 3·3·256 = 2304.
+# Bias-free convs and dense layers, each followed by BatchNorm (gamma, beta, mean, variance).
+def _bn_layer(outputs, fan_in):
+    return fan_in * outputs + 4 * outputs
+
+
 ALEXNET_TOWER_28 = (
-    _conv(96, 5, 1)
-    + _conv(256, 3, 96)
-    + _conv(384, 3, 256)
-    + _conv(384, 3, 384)
-    + _conv(256, 3, 384)
-    + _dense(1024, 2304)
-    + _dense(1024, 1024)
+    _bn_layer(96, 5 * 5 * 1)
+    + _bn_layer(256, 3 * 3 * 96)
+    + _bn_layer(384, 3 * 3 * 256)
+    + _bn_layer(384, 3 * 3 * 384)
+    + _bn_layer(256, 3 * 3 * 384)
+    + _bn_layer(1024, 2304)
+    + _bn_layer(1024, 1024)
     + _dense(K, 1024)
 )
 
@@ -74,12 +81,18 @@ def test_lenet_paper_shapes_and_parameter_count():
 
 
 def test_alexnet_parameter_count_matches_docstring():
-    assert ALEXNET_TOWER_28 == 6_741_706
+    assert ALEXNET_TOWER_28 == 6_751_978
     model = build_model("alexnet", 28)
     print(f"alexnet n=28 separate: {model.count_params():,d} parameters")
     assert model.count_params() == 2 * ALEXNET_TOWER_28
     names = [layer.name for layer in _tower_layers(model, "fx")]
-    assert [n for n in names if "conv" in n] == [f"fx_conv{i}" for i in range(1, 6)]
+    convs = [
+        layer for layer in _tower_layers(model, "fx") if isinstance(layer, keras.layers.Conv2D)
+    ]
+    assert [c.name for c in convs] == [f"fx_conv{i}" for i in range(1, 6)]
+    assert not any(c.use_bias for c in convs)
+    norms = [n for n in names if n.endswith("_bn")]
+    assert norms == [f"fx_conv{i}_bn" for i in range(1, 6)] + ["fx_dense1_bn", "fx_dense2_bn"]
     assert [n for n in names if "pool" in n] == ["fx_pool1", "fx_pool2", "fx_pool5"]
     drops = [
         layer for layer in _tower_layers(model, "fx") if isinstance(layer, keras.layers.Dropout)
