@@ -83,7 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--head",
         choices=HEADS,
-        help="override every selected case's head (joint: one K*K-way network)",
+        help="override every selected case's head (joint: one K*K-way network; force: "
+        "regress (F_x, F_y))",
+    )
+    p.add_argument(
+        "--save-model",
+        action="store_true",
+        help="also save each trained model beside its record (<case>--<scale>--seed<k>.keras), "
+        "e.g. a force-head model for `python -m benchmarks md --model CASE`",
     )
     p.add_argument(
         "--augment",
@@ -200,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("perf", "speed benchmarks: featurize, pipeline, bayes"),
         ("plot", "PNG figures from a record directory"),
         ("recover", "recover the pair force f(r) from the data and plot it against the truth"),
+        ("md", "molecular dynamics with the true, recovered or learned force, scored"),
     ):
         sub.add_parser(name, help=f"{text} (see `{name} --help`)", add_help=False)
     return parser
@@ -367,6 +375,7 @@ def _cmd_run(args) -> int:
     plan.check_memory(scale.samples, max(c.grid for c in cases))
     out = directory_arg("--out", args.out)
     out = out if out is not None else default_out(scale.name)
+    args.model_dir = str(out.resolve()) if args.save_model else None
     cache_flag, cache = _cache_dir(args)
     args.cache_dir = cache
     check_directory(cache_flag, cache, create=not args.dry_run)
@@ -459,6 +468,13 @@ def _cmd_report(args) -> int:
         return 1 if changed and args.check else 0
     if args.check:
         raise MdkerasError("--check is allowed only with --readme FILE.")
+    from benchmarks import simulation_report
+
+    if simulation_report.holds_simulations(args.dir):
+        df = simulation_report.report(args.dir)
+        print(simulation_report.to_markdown(df), end="")
+        print(f"wrote {args.dir / 'summary.csv'} and {args.dir / 'summary.md'}", file=sys.stderr)
+        return 0
     df = report_mod.report(args.dir)
     print(report_mod.to_markdown(df), end="")
     print(f"wrote {args.dir / 'summary.csv'} and {args.dir / 'summary.md'}", file=sys.stderr)
@@ -498,7 +514,7 @@ COMMANDS = {
 
 
 # Commands in modules of their own, which parse their own arguments.
-OWN_PARSERS = {"perf": "perf", "plot": "plots", "recover": "recover"}
+OWN_PARSERS = {"perf": "perf", "plot": "plots", "recover": "recover", "md": "simulation"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,6 +108,7 @@ def run_options(args) -> dict:
         "deterministic": not args.no_determinism,
         "mixed_precision": bool(args.mixed_precision),
         "xla": bool(args.xla),
+        "model_dir": getattr(args, "model_dir", None),
     }
 
 

@@ -66,6 +66,8 @@ BAYES_DRAWS = 256
 MD_SETTING = ("lj", 0.5, 1.0, 8.0, 28)  # potential, density, temperature, window, grid
 MD_SAMPLES = 50_000  # 200 configurations x 250 targets
 MD_SECONDS_TARGET = 60.0  # for 50,000 samples at N = 2,000, equilibration included
+MD_STEPS = 500  # timed MD steps per force source (N = 2,000)
+LEARNED_STEPS_TARGET = 100.0  # steps/s of a forcemap force field through fix external
 
 QUICK = 10  # --quick divides sizes by this
 
@@ -493,6 +495,62 @@ def bench_md(quick: bool) -> dict:
     return result
 
 
+def bench_md_forces(quick: bool) -> dict:
+    """MD steps/s at N = 2,000 (LJ rho = 0.5, T = 1, Langevin) by force source: native `lj/cut`,
+    the spline table a recovered potential runs as (the true LJ tabulated: every table of that
+    size costs the same), the true pair force from Python and a `forcemap` force field, both
+    through `fix external`. The force field is an untrained model of the `-force` case's shape:
+    its speed does not depend on the weights."""
+    from mdkeras import forcefield, simulate, tables
+    from mdkeras.engine import ideal_gas
+    from mdkeras.models import build_model
+
+    potential, density, temperature, window, grid = MD_SETTING
+    particles = PARTICLES // QUICK if quick else PARTICLES
+    steps = max(10, MD_STEPS // QUICK) if quick else MD_STEPS
+    model = build_model("forcemap", grid, head="force")
+    field = forcefield.learned_field(model, potential=potential, window=window, grid=grid)
+    table = tables.true_table(potential)
+    sources = {
+        "native lj/cut": simulate.true_source(potential),
+        "spline table": simulate.ForceSource("table", table, {"kind": "table"}),
+        "Python pair force (fix external)": simulate.python_pair_source(potential),
+        "forcemap force field (fix external)": simulate.ForceSource(
+            "learned", ideal_gas(forcefield.NEIGHBOUR_CUTOFF), {}, field=field
+        ),
+    }
+    speeds = {}
+    for name, source in sources.items():
+        _progress(f"md forces: {name}, {steps} steps at N={particles}")
+        speeds[name] = simulate.steps_per_second(
+            potential, density, temperature, source, particles=particles, steps=steps, seed=SEED
+        )
+    learned = speeds["forcemap force field (fix external)"]
+    limit = None if quick else LEARNED_STEPS_TARGET
+    print(
+        f"\nmd steps/s by force source (N={particles}, {potential} rho={density:g} "
+        f"T={temperature:g})"
+    )
+    print(
+        tabulate(
+            [[name, sps] for name, sps in speeds.items()],
+            headers=["force source", "steps/s"],
+            floatfmt=("", ",.0f"),
+        )
+    )
+    if limit is None:
+        print(f"target: forcemap >= {LEARNED_STEPS_TARGET:g} steps/s: not checked (--quick)")
+    else:
+        print(f"target: forcemap >= {limit:g} steps/s: {_met(learned >= limit)} ({learned:.0f})")
+    return {
+        "particles": particles,
+        "steps": steps,
+        "steps_per_second": speeds,
+        "target_steps_per_second": limit,
+        "target_met": None if limit is None else learned >= limit,
+    }
+
+
 # --- CLI ---------------------------------------------------------------------------------------
 
 
@@ -583,6 +641,7 @@ def _main(argv) -> int:
             results["bayes"] = bench_bayes(args.quick)
         else:
             results["md"] = bench_md(args.quick)
+            results["md_forces"] = bench_md_forces(args.quick)
     if json_path is not None:
         atomic_write(json_path, json.dumps(results, indent=2) + "\n")
         _progress(f"wrote {json_path}")

@@ -8,6 +8,9 @@
 - `descriptor.png` — particles around a target with the window and its grid, beside the count
   matrix they give (in the manner of the paper's Fig. 1); made from a seeded configuration.
 - `class-histograms.png` — training class histograms under the paper encoding, per setting.
+- For a directory of `md` records, `accuracy.png` is instead joint accuracy against density on
+  `md` beside `uniform` data (`--uniform DIR`, default `paper` beside DIR), with the baselines,
+  and `class-histograms.png` the two samplers' paper-encoding histograms (and quantile edges).
 - `samples-<setting>.png` — joint accuracy and fraction of the Bayes limit against the number of
   samples (`run --samples N`), one line per model variant of one setting (e.g.
   `lj-rho0.50-w8-n28`), from every scale of one family (`paper`, `paper-s10000`, ...).
@@ -171,6 +174,24 @@ def paper_histograms(records: Sequence[dict], *, progress=None) -> dict[str, tup
     setting (potential, density, window, grid) in that order, labelled like `LJ ρ=0.50 W=8 n=28`,
     from the lowest-seed paper-encoded record of the setting. A setting with only other
     encodings is left out (`progress` says so); none at all raises `MissingDataError`."""
+    return _per_setting(records, "paper", _histogram, "a class histogram", progress)
+
+
+def _histogram(record: dict):
+    h = record.get("class_histogram")
+    return (list(h["x"]), list(h["y"])) if isinstance(h, dict) and {"x", "y"} <= set(h) else None
+
+
+def _quantile_edges(record: dict):
+    edges = (record.get("encoder") or {}).get("edges")
+    if not isinstance(edges, list) or not edges:
+        return None
+    return [float(e[0]) for e in edges], [float(e[1]) for e in edges]
+
+
+def _per_setting(records, encoding: str, take, what: str, progress) -> dict:
+    """`take(record)` of the lowest-seed `encoding` (K = 10) record that has it, per physics
+    setting (potential, density, window, grid), in that order, by `_setting_label`."""
     groups: dict[tuple, list[dict]] = {}
     for r in sorted(records, key=lambda r: r["seed"]):
         c = r["case"]
@@ -178,26 +199,128 @@ def paper_histograms(records: Sequence[dict], *, progress=None) -> dict[str, tup
     out, left_out = {}, []
     for key, group in sorted(groups.items()):
         label = _setting_label(*key)
-        stored = [
-            r
+        found = [
+            value
             for r in group
-            if r["case"].get("encoding") == "paper"
+            if r["case"].get("encoding") == encoding
             and r["case"].get("classes", 10) == 10
-            and isinstance(r.get("class_histogram"), dict)
+            and (value := take(r)) is not None
         ]
-        if stored:
-            h = stored[0]["class_histogram"]
-            out[label] = (list(h["x"]), list(h["y"]))
+        if found:
+            out[label] = found[0]
         else:
             left_out.append(label)
     if not out:
+        field = "class_histogram" if take is _histogram else "encoder.edges"
         raise MissingDataError(
-            "no paper-encoded record with a class_histogram: expected records of `paper`-encoding "
-            "cases written by `python -m benchmarks run`."
+            f"no {encoding}-encoded record with a {field}: expected records of "
+            f"`{encoding}`-encoding cases written by `python -m benchmarks run`."
         )
     for label in left_out if progress else ():
-        progress(f"{label}: no paper-encoded record with a class histogram; left out")
+        progress(f"{label}: no {encoding}-encoded record with {what}; left out")
     return out
+
+
+def uniform_counterparts(
+    directory: str | os.PathLike,
+    md_records: Sequence[dict],
+    *,
+    progress=None,
+    required: bool = False,
+) -> list[dict]:
+    """The successful `uniform`-sampler records of `directory` at the scale of `md_records` whose
+    physics setting (potential, density, window, grid) is one of theirs; `[]` (and a note) when
+    the directory has no records, unless `required`."""
+    try:
+        loaded = [r for _, r in load_records(directory) if r.get("status") == "ok"]
+    except MdkerasError as e:
+        if required:
+            raise
+        if progress:
+            progress(f"no uniform-sampler records to compare with ({' '.join(str(e).split())})")
+        return []
+    scales = {r["scale"] for r in md_records}
+    settings = {_physics(r) for r in md_records}
+    return [
+        r
+        for r in loaded
+        if r["case"].get("sampler", "uniform") == "uniform"
+        and r["scale"] in scales
+        and _physics(r) in settings
+    ]
+
+
+def _physics(record: dict) -> tuple:
+    c = record["case"]
+    return c["potential"], c["density"], c["window"], c["grid"]
+
+
+def is_md(records: Sequence[dict]) -> bool:
+    """Whether `records` are all of the `md` sampler (and there is at least one)."""
+    return bool(records) and all(r["case"].get("sampler") == "md" for r in records)
+
+
+def sampler_histograms(
+    md_records: Sequence[dict], uniform_records: Sequence[dict], *, progress=None
+) -> dict[str, dict[str, dict]]:
+    """What each encoding makes of the two samplers' forces, per physics setting of `md_records`:
+    `{"paper": {label: {"md": (x, y), "uniform": (x, y)}}, "quantile": {label: {...}}}`, where a
+    paper entry is a training class histogram and a quantile entry the encoder's class edges
+    `(x, y)` (its training histogram is flat by construction, so the edges are what differs).
+    A sampler without the record is absent; no paper-encoded `md` histogram raises
+    `MissingDataError`; `quantile` is empty without quantile-encoded `md` records."""
+    out = {"paper": {}, "quantile": {}}
+    for encoding, take, what in (
+        ("paper", _histogram, "a class histogram"),
+        ("quantile", _quantile_edges, "quantile edges"),
+    ):
+        try:
+            md = _per_setting(md_records, encoding, take, what, progress)
+        except MissingDataError:
+            if encoding == "paper":
+                raise
+            continue
+        try:
+            uniform = _per_setting(uniform_records, encoding, take, what, None)
+        except MissingDataError:
+            uniform = {}
+        out[encoding] = {
+            label: {"md": value, **({"uniform": uniform[label]} if label in uniform else {})}
+            for label, value in md.items()
+        }
+    return out
+
+
+def sampler_accuracy_table(
+    md_records: Sequence[dict], uniform_records: Sequence[dict]
+) -> pd.DataFrame:
+    """One row per (sampler, encoding, architecture, physics setting) of the plain variants
+    (separate heads, K = 10, no augmentation) of the encodings the `md` records have: joint
+    accuracy (mean, sd, seeds), majority, cell centre and `bayes` (the Bayes limit on `uniform`
+    data; on `md`, which has none, the uniform-gas classifier `uniform_bayes`)."""
+    frames = []
+    encodings = {r["case"].get("encoding") for r in md_records}
+    for sampler, recs in (("md", md_records), ("uniform", uniform_records)):
+        plain = [
+            r
+            for r in recs
+            if r["case"].get("head", "separate") == "separate"
+            and not r["case"].get("augment")
+            and r["case"].get("classes", 10) == 10
+            and r["case"].get("encoding") in encodings
+        ]
+        df = summarize(plain)
+        if not len(df):
+            continue
+        df = df.assign(sampler=sampler)
+        df["bayes"] = df["uniform_bayes"] if sampler == "md" else df["bayes_limit"]
+        frames.append(df)
+    if not frames or frames[0]["sampler"].iloc[0] != "md":
+        raise MissingDataError("no md records to plot: expected records of `md` cases.")
+    columns = ["sampler", "encoding", "architecture", "potential", "density", "window", "grid"]
+    metrics = ["joint_accuracy", "joint_accuracy_sd", "joint_accuracy_n", "majority"]
+    table = pd.concat(frames, ignore_index=True)[[*columns, *metrics, "cell_centre", "bayes"]]
+    return table.sort_values(columns, kind="stable").reset_index(drop=True)
 
 
 def _setting_label(potential: str, density: float, window: float, grid: int) -> str:
@@ -582,6 +705,176 @@ def plot_class_histograms(
     return save_figure(fig, out)
 
 
+# --- the md sampler beside the uniform one -----------------------------------------------------
+
+SAMPLER_STYLE = {"md": dict(ls="-", marker="o"), "uniform": dict(ls="--", marker="s", mfc="white")}
+SAMPLER_COLOURS = {"md": "tab:purple", "uniform": "0.55"}
+
+
+def plot_sampler_histograms(
+    histograms: Mapping[str, Mapping[str, Mapping[str, tuple]]], out: str | os.PathLike
+) -> Path:
+    """`sampler_histograms`' data, one panel per setting: top, the training fraction per class
+    under the paper encoding (`F_x` and `F_y` pooled), `md` beside `uniform`, with the mass in the
+    two central classes; below (when quantile-encoded `md` records exist), the quantile
+    encoding's class edges of `F_x` on a symmetric log scale."""
+    paper, quantile = histograms.get("paper") or {}, histograms.get("quantile") or {}
+    if not paper:
+        raise MissingDataError("no md class histograms to plot.")
+    ncols = min(4, len(paper))
+    rows_paper = math.ceil(len(paper) / ncols)
+    rows_quantile = math.ceil(len(quantile) / ncols) if quantile else 0
+    fig = _figure((3.6 * ncols + 0.6, 3.0 * (rows_paper + rows_quantile) + 1.0))
+    parts = (
+        [fig] if not quantile else fig.subfigures(2, 1, height_ratios=[rows_paper, rows_quantile])
+    )
+    top = np.atleast_1d(parts[0].subplots(rows_paper, ncols, sharey=True, squeeze=False)).ravel()
+    for ax, (label, by_sampler) in zip(top, paper.items(), strict=False):
+        _sampler_histogram_panel(ax, label, by_sampler)
+    for ax in top[len(paper) :]:
+        ax.set_visible(False)
+    for ax in top[::ncols]:
+        ax.set_ylabel("fraction of training samples")
+    top[0].set_ylim(0, 1.05)
+    top[0].legend(loc="upper left", fontsize=8, frameon=False)
+    parts[0].suptitle(
+        "Paper encoding (f_max = |f(h)|): training class histograms, F_x and F_y pooled",
+        fontsize=11,
+    )
+    if quantile:
+        low = np.atleast_1d(parts[1].subplots(rows_quantile, ncols, squeeze=False)).ravel()
+        for ax, (label, by_sampler) in zip(low, quantile.items(), strict=False):
+            _quantile_edges_panel(ax, label, by_sampler)
+        for ax in low[len(quantile) :]:
+            ax.set_visible(False)
+        low[0].legend(loc="upper left", fontsize=8, frameon=False)
+        parts[1].suptitle(
+            "Quantile encoding: every training histogram is flat (10 % per class) by "
+            "construction; shown are its class edges of F_x",
+            fontsize=11,
+        )
+    return save_figure(fig, out)
+
+
+def _sampler_histogram_panel(ax, label: str, by_sampler: Mapping[str, tuple]) -> None:
+    samplers = [s for s in ("md", "uniform") if s in by_sampler]
+    k = len(by_sampler[samplers[0]][0])
+    classes = np.arange(k)
+    central = [c for c in CENTRAL if c < k] if k == 10 else [k // 2 - 1, k // 2]
+    ax.axvspan(min(central) - 0.5, max(central) + 0.5, color="0.92", zorder=0)
+    lines = []
+    width = 0.8 / len(samplers)
+    for i, sampler in enumerate(samplers):
+        pooled = np.sum(np.asarray(by_sampler[sampler], dtype=float), axis=0)
+        p = pooled / max(pooled.sum(), 1)
+        offset = (i - (len(samplers) - 1) / 2) * width
+        ax.bar(classes + offset, p, width=width, color=SAMPLER_COLOURS[sampler], label=sampler)
+        lines.append(f"{sampler}: {p[central].sum():.1%}")
+    ax.text(
+        0.97,
+        0.97,
+        f"classes {central[0]}+{central[1]}:\n" + "\n".join(lines),
+        transform=ax.transAxes,
+        ha="right",
+        va="top",
+        fontsize=8,
+    )
+    ax.set_xticks(classes)
+    ax.set_title(label, fontsize=9.5)
+    ax.set_xlabel("class")
+
+
+def _quantile_edges_panel(ax, label: str, by_sampler: Mapping[str, tuple]) -> None:
+    for sampler in ("md", "uniform"):
+        if sampler in by_sampler:
+            edges = np.asarray(by_sampler[sampler][0], dtype=float)
+            ax.plot(
+                np.arange(1, len(edges) + 1) - 0.5,
+                edges,
+                color=SAMPLER_COLOURS[sampler],
+                label=sampler,
+                **SAMPLER_STYLE[sampler],
+            )
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_xlabel("edge between classes k-1 and k")
+    ax.set_ylabel("F_x at the edge")
+    ax.set_title(label, fontsize=9.5)
+    ax.grid(alpha=0.3)
+
+
+BASELINE_STYLE = (  # (column, label, colour)
+    ("majority", "majority", "0.45"),
+    ("cell_centre", "cell centre", "tab:green"),
+    ("bayes", "Bayes limit (uniform); uniform-gas Bayes classifier (md)", "black"),
+)
+
+
+def plot_sampler_accuracy(table: pd.DataFrame, out: str | os.PathLike) -> Path:
+    """Joint accuracy against density, one panel per (encoding, potential): each architecture and
+    baseline of `sampler_accuracy_table` on `md` data (solid) and on `uniform` data (dashed);
+    error bars are the sd over seeds."""
+    if not len(table) or not (table["sampler"] == "md").any():
+        raise MissingDataError("no md rows to plot.")
+    encodings = sorted(set(table["encoding"]), key=lambda e: (e != "paper", e))
+    potentials = sorted(set(table["potential"]), key=lambda p: (p != "lj", p))
+    architectures = sorted(set(table["architecture"]))
+    fig = _figure((5.4 * len(potentials) + 0.4, 4.0 * len(encodings) + 1.4))
+    axes = np.atleast_2d(fig.subplots(len(encodings), len(potentials), squeeze=False))
+    for i, encoding in enumerate(encodings):
+        for j, potential in enumerate(potentials):
+            ax = axes[i, j]
+            here = table[(table["encoding"] == encoding) & (table["potential"] == potential)]
+            if not len(here):
+                ax.text(0.5, 0.5, "no records", ha="center", va="center", transform=ax.transAxes)
+                ax.set_xticks([])
+            for sampler, g in here.groupby("sampler"):
+                style = SAMPLER_STYLE[sampler]
+                for k, arch in enumerate(architectures):
+                    a = g[g["architecture"] == arch].sort_values("density")
+                    if len(a):
+                        ax.errorbar(
+                            a["density"],
+                            a["joint_accuracy"],
+                            yerr=a["joint_accuracy_sd"],
+                            color=f"C{k}",
+                            lw=1.8,
+                            ms=5,
+                            capsize=3,
+                            **style,
+                        )
+                base = g.sort_values("density").drop_duplicates("density")
+                for column, _, colour in BASELINE_STYLE:
+                    ax.plot(base["density"], base[column], color=colour, lw=1, ms=3.5, **style)
+            ax.set_xscale("log")
+            densities = sorted(set(here["density"]))
+            ax.set_xticks(densities, [f"{d:g}" for d in densities])
+            ax.minorticks_off()
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+            ax.set_xlabel("density ρ (log scale)")
+            ax.set_ylabel("joint accuracy (test split)")
+            ax.set_title(f"{potential_label(potential)}, {encoding} encoding", fontsize=10)
+    handles = [_legend_line(f"C{k}", "-", "", arch) for k, arch in enumerate(architectures)] + [
+        _legend_line(colour, "-", "", name) for _, name, colour in BASELINE_STYLE
+    ]
+    handles += [
+        _legend_line("black", style["ls"], style["marker"], f"{sampler} data", style.get("mfc"))
+        for sampler, style in SAMPLER_STYLE.items()
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8.5, frameon=False)
+    fig.suptitle(
+        "Joint accuracy on md (solid) and uniform (dashed) data, mean ± sd over seeds",
+        fontsize=11,
+    )
+    return save_figure(fig, out)
+
+
+def _legend_line(colour, ls: str, marker: str, label: str, mfc=None):
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color=colour, ls=ls, marker=marker or None, mfc=mfc, label=label)
+
+
 # --- accuracy against the number of samples --------------------------------------------------
 
 
@@ -616,8 +909,8 @@ def sample_curve_table(
     rows = []
     for r in records:
         case = Case.from_dict(r["case"])
-        if r.get("status") != "ok" or case.setting != setting:
-            continue
+        if r.get("status") != "ok" or case.setting != setting or case.head == "force":
+            continue  # a force head has no joint accuracy
         base = r.get("baselines") or {}
         rows.append(
             {
@@ -755,6 +1048,13 @@ def build_parser() -> argparse.ArgumentParser:
         "class-histograms.png (a bare word: a substring; repeatable)",
     )
     parser.add_argument(
+        "--uniform",
+        type=Path,
+        metavar="DIR",
+        help="for a directory of `md` records: the uniform-sampler records that accuracy.png and "
+        "class-histograms.png compare them with (default: `paper` beside DIR, if it has records)",
+    )
+    parser.add_argument(
         "--only",
         metavar="PLOTS",
         help=f"comma-separated subset of {','.join(PLOTS)}; a listed figure "
@@ -829,21 +1129,35 @@ def render(args) -> list[Path]:
         case = choose_case(scaled, args.case)
         case_recs = case_records(scaled, case)
         table = accuracy_table(records)
+    compare = is_md(records) and bool({"accuracy", "histograms"} & set(selected))
+    uniform = []  # the uniform-sampler counterparts of md records
+    if compare:
+        given = getattr(args, "uniform", None)
+        uniform = uniform_counterparts(
+            given if given is not None else Path(args.dir).parent / "paper",
+            records,
+            progress=lambda m: _note(f"plot: {m}"),
+            required=given is not None,
+        )
     setting = choose_setting(loaded, args.setting) if "samples" in selected else None
     family = scale_family(args.scale) if args.scale else None
     made = {}  # what a check computes for its figure
     jobs = {
-        "accuracy": lambda: plot_accuracy(
-            table,
-            out / "accuracy.png",
-            title=f"Joint accuracy per case, {scale} scale (bars: mean ± sd over seeds)",
+        "accuracy": lambda: (
+            plot_sampler_accuracy(made["accuracy"], out / "accuracy.png")
+            if compare
+            else plot_accuracy(
+                table,
+                out / "accuracy.png",
+                title=f"Joint accuracy per case, {scale} scale (bars: mean ± sd over seeds)",
+            )
         ),
         "curves": lambda: plot_learning_curves(case_recs, out / f"learning-curves-{case}.png"),
         "confusion": lambda: plot_confusion(
             _with_confusion(case_recs), out / f"confusion-{case}.png"
         ),
         "descriptor": lambda: plot_descriptor(out / "descriptor.png"),
-        "histograms": lambda: plot_class_histograms(
+        "histograms": lambda: (plot_sampler_histograms if compare else plot_class_histograms)(
             made["histograms"], out / "class-histograms.png"
         ),
         "samples": lambda: plot_sample_curve(
@@ -851,14 +1165,23 @@ def render(args) -> list[Path]:
         ),
     }
 
+    def check_accuracy():
+        if compare:
+            made["accuracy"] = sampler_accuracy_table(records, uniform)
+
     def check_histograms():
-        made["histograms"] = paper_histograms(records, progress=lambda m: _note(f"plot: {m}"))
+        progress = lambda m: _note(f"plot: {m}")  # noqa: E731
+        if compare:
+            made["histograms"] = sampler_histograms(records, uniform, progress=progress)
+        else:
+            made["histograms"] = paper_histograms(records, progress=progress)
 
     def check_samples():
         made["samples"] = sample_curve_table(loaded, setting, family)
         check_sample_curve(made["samples"])
 
     checks = {
+        "accuracy": check_accuracy,
         "curves": lambda: check_history(case_recs),
         "confusion": lambda: check_confusion(_with_confusion(case_recs)),
         "histograms": check_histograms,

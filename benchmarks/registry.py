@@ -11,6 +11,7 @@ import difflib
 import fnmatch
 import itertools
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from mdkeras.architectures import ARCHITECTURES
 from mdkeras.config import Case
@@ -36,6 +37,38 @@ MD_PHYSICS = (
     ("lj", 0.7, 8.0, 1.0),
 )
 MD_GRID = 28
+
+# (potential, density, window, temperature): `md` settings with a force-regression head
+# (`head="force"`, cases named `...-<architecture>-force`: no encoding, no classes), with every
+# architecture at `MD_GRID`: the learned force fields that `python -m benchmarks md` can drive.
+FORCE_PHYSICS = (("lj", 0.5, 8.0, 1.0),)
+
+
+@dataclass(frozen=True)
+class MDState:
+    """A thermodynamic state that `python -m benchmarks md` simulates: one per `MD_PHYSICS`
+    setting, named like `lj-rho0.50-t1.00`."""
+
+    potential: str
+    density: float
+    temperature: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.potential}-rho{self.density:.2f}-t{self.temperature:.2f}"
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "potential": self.potential,
+            "density": self.density,
+            "temperature": self.temperature,
+        }
+
+
+MD_STATES = {
+    s.name: s for s in (MDState(p, rho, t) for p, rho, _window, t in MD_PHYSICS)
+}  # name -> MDState
 
 # The CI accuracy gate: both potentials, both encodings, a non-28 grid, LeNet only.
 CI_CASES = (
@@ -63,7 +96,8 @@ def register_case(case: Case) -> Case:
 
 def _register_defaults() -> None:
     """Register the products of the axes: physics × grid × architecture × encoding (the
-    `uniform` sampler), then md physics × architecture × encoding at `MD_GRID`."""
+    `uniform` sampler), then md physics × architecture × encoding at `MD_GRID`, then the force
+    head's md physics × architecture at `MD_GRID`."""
     for (potential, density, window), grid, arch, enc in itertools.product(
         PHYSICS, GRIDS, ARCHITECTURES, ENCODINGS
     ):
@@ -79,6 +113,21 @@ def _register_defaults() -> None:
                 MD_GRID,
                 architecture=arch,
                 encoding=enc,
+                sampler="md",
+                temperature=temperature,
+            )
+        )
+    for (potential, density, window, temperature), arch in itertools.product(
+        FORCE_PHYSICS, ARCHITECTURES
+    ):
+        register_case(
+            Case(
+                potential,
+                density,
+                window,
+                MD_GRID,
+                architecture=arch,
+                head="force",
                 sampler="md",
                 temperature=temperature,
             )

@@ -417,10 +417,117 @@ def samples_table(results: Path) -> str:
     return _markdown(headers, rows)
 
 
+SAMPLER_VARIANTS = (("LeNet", "lenet-paper"), ("forcemap", "forcemap-paper"))
+SAMPLER_BASELINES = (("majority", "majority"), ("cell centre", "cell_centre"))
+NO_BAYES = "¹"
+SAMPLER_FOOTNOTE = (
+    "Accuracies are means over the recorded seeds, ± their sd where there are several. "
+    f"{NO_BAYES} `md` data have no Bayes limit: given the counts, neighbours are no longer "
+    "independent and uniform in their cells, so the uniform-gas Monte Carlo bounds nothing there "
+    "and the records carry `bayes_limit: null`. The `md` column shows `uniform_bayes` instead, "
+    "that Monte Carlo's classifier applied to the `md` grids: a baseline, which a model may beat "
+    "by learning the correlations."
+)
+
+
+def sampler_rows(results: Path, scale: str = "paper") -> list[dict]:
+    """Per `md` physics setting with a `paper`-encoding LeNet or `forcemap` row at `scale` (in
+    registry order): its `md` and `uniform` summary rows (`results/md`, `results/paper`) of each
+    of `SAMPLER_VARIANTS` (None where not recorded), matched on potential, density, window and
+    grid, and the rows that give each sampler's baselines (the LeNet one, else `forcemap`'s)."""
+    from benchmarks.registry import list_cases
+
+    md = summarize_dir(results / "md")
+    uniform = summarize_dir(results / "paper")
+    md = md[(md["sampler"] == "md") & (md["scale"] == scale)]
+    uniform = uniform[(uniform["sampler"] == "uniform") & (uniform["scale"] == scale)]
+    order = list(dict.fromkeys(c.setting for c in list_cases() if c.sampler == "md"))
+    found = {}
+    for _, row in md.iterrows():
+        for _, variant in SAMPLER_VARIANTS:
+            if row["case"].endswith(f"-{variant}"):
+                found.setdefault(row["case"][: -len(variant) - 1], {})[variant] = row
+    rank = {s: i for i, s in enumerate(order)}
+    out = []
+    for setting in sorted(found, key=lambda s: (rank.get(s, len(rank)), s)):
+        by_variant = found[setting]
+        first = next(iter(by_variant.values()))
+        same = uniform[
+            (uniform["potential"] == first["potential"])
+            & (uniform["density"] == first["density"])
+            & (uniform["window"] == first["window"])
+            & (uniform["grid"] == first["grid"])
+        ]
+        entry = {"setting": setting, "first": first, "md": {}, "uniform": {}}
+        for _, variant in SAMPLER_VARIANTS:
+            entry["md"][variant] = by_variant.get(variant)
+            rows = same[same["case"].str.endswith(f"-n{first['grid']}-{variant}")]
+            entry["uniform"][variant] = rows.iloc[0] if len(rows) else None
+        for sampler in ("md", "uniform"):
+            rows = [entry[sampler][v] for _, v in SAMPLER_VARIANTS]
+            entry[f"{sampler}_baselines"] = next((r for r in rows if r is not None), None)
+        out.append(entry)
+    return out
+
+
+def sampler_table(results: Path) -> str:
+    """The `md` sampler beside the uniform one: per physics setting (`paper` scale and encoding),
+    majority, cell centre and Bayes limit, and the joint accuracy of LeNet and `forcemap`, each
+    on `md` and on `uniform` data; the `md` Bayes cell is `uniform_bayes`, footnoted."""
+    entries = sampler_rows(results)
+    shared = {}  # axes with one value over the rows go in the header, the others in each row
+    for axis, symbol in (("grid", "n"), ("temperature", "T")):
+        values = {e["first"][axis] for e in entries}
+        shared[symbol] = next(iter(values)) if len(values) == 1 else None
+    rows = []
+    for e in entries:
+        label = _setting_label(e["first"])
+        for axis, symbol in (("grid", "n"), ("temperature", "T")):
+            if shared[symbol] is None:
+                label += f", {symbol} = {e['first'][axis]:g}"
+        cells = [label]
+        md_base, uni_base = e["md_baselines"], e["uniform_baselines"]
+        for _, metric in SAMPLER_BASELINES:
+            cells += [_baseline(md_base, metric), _baseline(uni_base, metric)]
+        uniform_bayes = _baseline(md_base, "uniform_bayes")
+        cells.append(uniform_bayes + NO_BAYES if uniform_bayes else "")
+        cells.append(_baseline(uni_base, "bayes_limit"))
+        for _, variant in SAMPLER_VARIANTS:
+            cells += [
+                _accuracy_cell(e["md"][variant], fraction=False),
+                _accuracy_cell(e["uniform"][variant], fraction=False),
+            ]
+        rows.append(cells)
+    common = [f"{k} = {v:g}" for k, v in shared.items() if v is not None]
+    what = f"setting ({', '.join([*common[:1], 'paper encoding', *common[1:]])})"
+    headers = [what]
+    for name, _ in SAMPLER_BASELINES:
+        headers += [f"{name}, md", f"{name}, uniform"]
+    headers += [f"Bayes limit, md{NO_BAYES}", "Bayes limit, uniform"]
+    for name, _ in SAMPLER_VARIANTS:
+        headers += [f"{name}, md", f"{name}, uniform"]
+    return _markdown(headers, rows) + "\n" + SAMPLER_FOOTNOTE + "\n"
+
+
+def _baseline(row, metric: str) -> str:
+    return "" if row is None else _fmt(row[metric])
+
+
+def simulations_table(results: Path) -> str:
+    """MD with the recovered potentials against the truth (`results/md/simulations`)."""
+    from benchmarks import simulation_report
+
+    return simulation_report.to_markdown(
+        simulation_report.summarize_dir(Path(results) / "md" / "simulations")
+    )
+
+
 README_TABLES = {
     "paper": paper_table,
+    "simulations": simulations_table,
     "forcemap-bayes": forcemap_bayes_table,
     "samples": samples_table,
+    "samplers": sampler_table,
 }
 
 

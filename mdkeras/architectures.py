@@ -35,16 +35,17 @@ class Recipe:
         """The early-stopping patience at `scale` (None: the scale does not stop early)."""
         return max(scale.patience, self.min_stop_patience) if scale.patience else None
 
-    def callbacks(self) -> list:
-        """Keras callbacks of the recipe (monitoring `val_joint_accuracy`)."""
+    def callbacks(self, monitor: str = "val_joint_accuracy", mode: str = "max") -> list:
+        """Keras callbacks of the recipe, monitoring `monitor` (`mode` "max" or "min": the
+        validation joint accuracy of a class head, a force head's validation loss)."""
         if self.plateau_factor is None:
             return []
         import keras
 
         return [
             keras.callbacks.ReduceLROnPlateau(
-                monitor="val_joint_accuracy",
-                mode="max",
+                monitor=monitor,
+                mode=mode,
                 factor=self.plateau_factor,
                 patience=self.plateau_patience,
                 min_lr=self.min_learning_rate,

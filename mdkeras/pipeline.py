@@ -34,11 +34,13 @@ def make_dataset(
     shuffle_seed: int | None = None,
     augment_seed: int | None = None,
 ) -> tf.data.Dataset:
-    """A batched `tf.data.Dataset` of `(grid float32 (B, n, n, 1), {name: int32 (B,)})`.
+    """A batched `tf.data.Dataset` of `(grid float32 (B, n, n, 1), {name: int32 (B,)})`
+    (float labels, a force head's targets, stay float: float32 `(B, 2)`).
 
     Args:
         grids: `(S, n, n)` uint8 counts.
-        labels: output name -> int classes `(S,)`, or `(S, 8)` per D4 element when augmenting.
+        labels: output name -> int classes `(S,)`, or `(S, 8)` per D4 element when augmenting;
+            float targets `(S, 2)`, or `(S, 8, 2)` when augmenting.
         shuffle_seed: shuffle every epoch with this seed; `None` keeps the order (evaluation).
         augment_seed: draw a random D4 element per sample with this seed; `None` = no augmentation.
     """
@@ -54,8 +56,13 @@ def make_dataset(
 
 
 def _to_model(grids, labels):
+    """Grids to float32 `(B, n, n, 1)`; class labels to int32, float targets (a force head's
+    `(B, 2)` forces) to float32."""
     x = tf.expand_dims(tf.cast(grids, tf.float32), -1)
-    return x, {name: tf.cast(y, tf.int32) for name, y in labels.items()}
+    return x, {
+        name: tf.cast(y, tf.float32 if y.dtype.is_floating else tf.int32)
+        for name, y in labels.items()
+    }
 
 
 def _augment_batch(batch, k):

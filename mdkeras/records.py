@@ -1,12 +1,14 @@
 """The result records: their format versions, builders, validation on load and upgrades.
 
-Two kinds of JSON record, each one file:
+Three kinds of JSON record, each one file:
 
 - a **run record** (one case at one scale and seed): status "ok" with metrics, baselines,
   history and provenance (`build_run_record`), or status "failed" with a one-line `error`
   (`build_failed_record`);
 - a **recovery record** (`"kind": "recovery"`, one physics setting): the recovered pair force
-  against the truth (`build_recovery_record`).
+  against the truth (`build_recovery_record`);
+- a **simulation record** (`"kind": "simulation"`, one MD run of one force source at one state
+  and seed): the run's schedule and its observables (`build_simulation_record`).
 
 `load_record` reads one, checks its format version and the type of every field the report and
 the plots read, and `upgrade`s it: fields that records written before they existed lack are
@@ -33,6 +35,8 @@ from mdkeras.files import atomic_write
 
 RUN_FORMAT_VERSION = 1
 RECOVERY_FORMAT_VERSION = 1
+SIMULATION_FORMAT_VERSION = 1
+KINDS = ("run", "recovery", "simulation")
 STATUSES = ("ok", "failed")
 
 # "Did not learn": the most frequent predicted joint class covers at least this share of the
@@ -88,8 +92,10 @@ def build_run_record(
 
     `metrics` are the test-split metrics (`joint_accuracy`, ..., `force_median_ae`, and
     `top_class_share` / `collapsed` from `mdkeras.metrics.collapse`, which applies
-    `did_not_learn`); `fraction_of_bayes`,
-    `paper_reference`, `epochs_run` and `terminated_on_nan` are derived here.
+    `did_not_learn`; for a `force` head `FORCE_METRICS` instead, from
+    `mdkeras.metrics.force_errors`, with `baselines` from `force_baselines` and no confusion,
+    histogram or encoder); `fraction_of_bayes`, `paper_reference`, `epochs_run` and
+    `terminated_on_nan` are derived here.
     """
     metrics = dict(metrics)
     bayes = baselines.get("bayes_limit")
@@ -108,14 +114,19 @@ def build_run_record(
         "best_epoch": int(best_epoch),
         "terminated_on_nan": any(not math.isfinite(h["loss"]) for h in history),
         "history": list(history),
-        "confusion": dict(confusion),  # [true class][predicted class] counts, test split
-        "class_histogram": dict(class_histogram),  # training-split class counts per component
-        "encoder": dict(encoder),
+        # [true class][predicted class] counts, test split (None: a `force` head, no classes)
+        "confusion": _dict_or_none(confusion),
+        "class_histogram": _dict_or_none(class_histogram),  # training-split class counts
+        "encoder": _dict_or_none(encoder),
         "parameters": int(parameters),
         "dataset_key": dataset_key,
         "timing": dict(timing),
         "provenance": dict(provenance),
     }
+
+
+def _dict_or_none(value):
+    return None if value is None else dict(value)
 
 
 def build_failed_record(
@@ -169,6 +180,32 @@ def build_recovery_record(
     }
 
 
+def build_simulation_record(
+    *,
+    state: Mapping,
+    source: Mapping,
+    seed: int,
+    schedule: Mapping,
+    observables: Mapping,
+    timing: Mapping,
+    provenance: Mapping,
+) -> dict:
+    """The record of one MD run: `state` (potential, density, temperature, particles, name),
+    `source` (what moved the particles: its kind, tag and identity), the schedule of steps and
+    `mdkeras.simulate.score`'s observables."""
+    return {
+        "format_version": SIMULATION_FORMAT_VERSION,
+        "kind": "simulation",
+        "state": dict(state),
+        "source": dict(source),
+        "seed": int(seed),
+        "schedule": dict(schedule),
+        "observables": dict(observables),
+        "timing": dict(timing),
+        "provenance": dict(provenance),
+    }
+
+
 # --- writing ---------------------------------------------------------------------------------
 
 
@@ -217,7 +254,7 @@ def read_json(path: str | os.PathLike) -> dict:
 
 
 def load_record(path: str | os.PathLike, kind: str | None = None) -> dict:
-    """Read, validate and upgrade one record (`kind` "run" or "recovery": require that kind).
+    """Read, validate and upgrade one record (`kind`, one of `KINDS`: require that kind).
 
     A record of an unknown format, or whose fields have the wrong type, raises `MdkerasError`
     naming the file and the field.
@@ -233,8 +270,9 @@ def load_record(path: str | os.PathLike, kind: str | None = None) -> dict:
 
 
 def record_kind(record: Mapping) -> str:
-    """ "recovery" or "run" (run records made before `kind` existed have none)."""
-    return "recovery" if record.get("kind") == "recovery" else "run"
+    """One of `KINDS` ("run" for run records made before `kind` existed, which have none)."""
+    kind = record.get("kind")
+    return kind if kind in ("recovery", "simulation") else "run"
 
 
 class _Checker:
@@ -311,13 +349,31 @@ RUN_METRICS = (
     "top_class_share",
 )
 RUN_BASELINES = ("majority", "cell_centre", "bayes_limit", "bayes_limit_se")
+# A `force` head's test metrics (`mdkeras.metrics.force_errors`) and its baselines (each a
+# mapping of the same metrics, or None with a reason).
+FORCE_METRICS = (
+    "force_mae",
+    "force_rmse",
+    "force_median_ae",
+    "force_vector_mae",
+    "force_vector_rmse",
+    "force_mae_x",
+    "force_mae_y",
+    "force_rmse_x",
+    "force_rmse_y",
+)
+FORCE_BASELINES = ("zero", "cell_centre_force", "linear_predictor")
 
 
 def validate(record: Mapping, path) -> None:
     """Check `record`'s format version and the types of the fields readers use."""
     c = _Checker(record, path)
     kind = record_kind(record)
-    current = RECOVERY_FORMAT_VERSION if kind == "recovery" else RUN_FORMAT_VERSION
+    current = {
+        "run": RUN_FORMAT_VERSION,
+        "recovery": RECOVERY_FORMAT_VERSION,
+        "simulation": SIMULATION_FORMAT_VERSION,
+    }[kind]
     c.check(
         "format_version",
         lambda v: _is_int(v) and 1 <= v <= current,
@@ -325,6 +381,8 @@ def validate(record: Mapping, path) -> None:
     )
     if kind == "recovery":
         _validate_recovery(c)
+    elif kind == "simulation":
+        _validate_simulation(c)
     else:
         _validate_run(c)
 
@@ -351,7 +409,10 @@ def _validate_run(c: _Checker) -> None:
         c.string("error", required=False)
         return
     c.mapping("metrics")
-    c.number("metrics.joint_accuracy")
+    if c.record["case"].get("head") == "force":
+        _validate_force_run(c)
+    else:
+        c.number("metrics.joint_accuracy")
     for m in RUN_METRICS[1:]:
         c.number(f"metrics.{m}", required=False, nullable=True)
     c.check(
@@ -374,6 +435,19 @@ def _validate_run(c: _Checker) -> None:
     c.check("history", lambda v: isinstance(v, list), "a list", required=False)
     c.mapping("confusion", required=False, nullable=True)
     c.mapping("class_histogram", required=False, nullable=True)
+
+
+def _validate_force_run(c: _Checker) -> None:
+    """A `force` head's record: regression metrics and baselines instead of class accuracies."""
+    for m in FORCE_METRICS:
+        c.number(f"metrics.{m}")
+    c.mapping("baselines")
+    for b in FORCE_BASELINES:
+        c.mapping(f"baselines.{b}", nullable=b == "linear_predictor")
+        if c.get(f"baselines.{b}", True) is not None:
+            for m in FORCE_METRICS:
+                c.number(f"baselines.{b}.{m}")
+    c.number("training.force_scale")
 
 
 def _check_case_values(c: _Checker) -> None:
@@ -401,6 +475,33 @@ def _validate_recovery(c: _Checker) -> None:
     c.mapping("scores", required=False)
 
 
+def _validate_simulation(c: _Checker) -> None:
+    c.mapping("state")
+    c.string("state.name")
+    c.string("state.potential")
+    c.number("state.density")
+    c.number("state.temperature")
+    c.integer("state.particles", minimum=2)
+    c.mapping("source")
+    c.string("source.kind")
+    c.string("source.tag")
+    c.integer("seed", minimum=0)
+    c.mapping("schedule")
+    c.number("schedule.timestep")
+    c.integer("schedule.steps", minimum=1)
+    c.mapping("observables")
+    c.mapping("observables.rdf")
+    for key in ("r", "g", "g_err"):
+        c.check(f"observables.rdf.{key}", lambda v: isinstance(v, list), "a list of numbers")
+    for key in ("temperature", "pressure", "true_potential_energy"):
+        c.number(f"observables.{key}.mean")
+        c.number(f"observables.{key}.sem")
+    c.mapping("observables.potential_energy", nullable=True)
+    c.number("observables.diffusion.value")
+    c.mapping("observables.stability")
+    c.check("observables.stability.stable", lambda v: isinstance(v, bool), "true or false")
+
+
 # --- upgrades --------------------------------------------------------------------------------
 
 
@@ -414,7 +515,7 @@ def upgrade(record: Mapping) -> dict:
     the per-sample errors, which old records do not hold: None.
     """
     record = dict(record)
-    if record_kind(record) == "recovery":
+    if record_kind(record) in ("recovery", "simulation"):
         return record
     if "paper_reference" not in record:
         record["paper_reference"] = _paper_reference(record["case"])

@@ -5,13 +5,22 @@ early stopping on the *validation* joint accuracy (restoring the best weights), 
 deterministic on CPU. `run_case` is the list of steps below: load the splits and the encoder,
 build the pipelines, build and compile the model, fit it (the architecture's recipe), evaluate
 it on the test split, compute the baselines, and build the record (`mdkeras.records`).
+
+A `force` head (`Case.head`) regresses the raw window force instead: targets in physical units,
+a Huber loss whose delta is `FORCE_HUBER_DELTA` robust force scales (`force_scale` of the
+training forces, baked into the model's output), early stopping on the validation Huber loss,
+and the test split's force errors beside the zero force, the cell-centre force and the
+recovered kernel's linear predictor (`mdkeras.metrics.force_baselines`).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -28,6 +37,8 @@ from mdkeras.metrics import (
     classification_metrics,
     collapse,
     confusion_matrix,
+    force_baselines,
+    force_errors,
     force_mae,
     force_median_ae,
     joint_index,
@@ -42,7 +53,25 @@ from mdkeras.symmetry import all_transforms
 RECORD_FORMAT_VERSION = RUN_FORMAT_VERSION  # the run record's format (`mdkeras.records`)
 EVAL_BATCH_SIZE = 512
 
-__all__ = ["BATCH_SIZE", "LEARNING_RATE", "RECORD_FORMAT_VERSION", "compile_model", "run_case"]
+# The force head's robust loss: Huber, quadratic within FORCE_HUBER_DELTA robust force scales
+# (`force_scale`: the robust sd of one force component, 1.4826 * median |F|), linear beyond, so
+# the heavy tail of near-overlap forces (uniform LJ: up to 1e20 and more) pulls no harder than
+# a force one scale off. Targets are clipped to +-FORCE_TARGET_CLIP scales (float32-safe: LJ
+# overlaps overflow float32); beyond the delta the clip leaves the loss's gradient unchanged.
+FORCE_HUBER_DELTA = 1.0
+FORCE_TARGET_CLIP = 1e6
+ROBUST_SD = 1.4826  # sd / MAD of a normal distribution
+
+__all__ = [
+    "BATCH_SIZE",
+    "FORCE_HUBER_DELTA",
+    "LEARNING_RATE",
+    "RECORD_FORMAT_VERSION",
+    "compile_model",
+    "force_scale",
+    "model_path",
+    "run_case",
+]
 
 
 def run_case(
@@ -55,16 +84,34 @@ def run_case(
     deterministic: bool = True,
     mixed_precision: bool = False,
     xla: bool = False,
+    model_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Build or load the dataset, train, evaluate, compute the baselines; return the record.
 
     The dataset, the initial weights, the shuffling and the augmentation all derive from `seed`.
-    A capped scale (smoke) cuts the splits to the architecture's smoke budget.
+    A capped scale (smoke) cuts the splits to the architecture's smoke budget. With `model_dir`,
+    the trained model is also saved there as `model_path(model_dir, case, scale, seed)`
+    (`<case>--<scale>--seed<k>.keras`, the record's name with `.keras`: beside the record when
+    `model_dir` is the records' directory) and the record's `model_file` names it.
     """
     check_options(case, seed, deterministic=deterministic, mixed_precision=mixed_precision, xla=xla)
     wall0 = time.perf_counter()
     splits = load_splits(case, scale, seed, cache_dir=cache_dir, progress=verbose > 0)
     dataset_seconds = time.perf_counter() - wall0
+    if case.head == "force":
+        return _run_force_case(
+            case,
+            scale,
+            seed,
+            splits,
+            wall0=wall0,
+            dataset_seconds=dataset_seconds,
+            verbose=verbose,
+            deterministic=deterministic,
+            mixed_precision=mixed_precision,
+            xla=xla,
+            model_dir=model_dir,
+        )
 
     keras.utils.set_random_seed(seed)
     if deterministic:
@@ -89,23 +136,167 @@ def run_case(
     baseline_seconds = time.perf_counter() - t0
     metrics.update(collapse(pred, case.classes, metrics["joint_accuracy"], base["majority"]))
 
-    timing = {
-        "dataset_seconds": dataset_seconds,
-        "train_seconds": fit.seconds,
-        "eval_seconds": eval_seconds,
-        "baseline_seconds": baseline_seconds,
-        "samples_per_second": fit.samples * len(fit.history) / fit.seconds if fit.seconds else None,
-        "wall_seconds": time.perf_counter() - wall0,
-    }
+    timing = _timing(fit, wall0, dataset_seconds, eval_seconds, baseline_seconds)
     options = {"deterministic": deterministic, "mixed_precision": mixed_precision, "xla": xla}
     record = build_record(
         case, scale, seed, splits, fit, model, pred, metrics, base, timing, options
     )
+    if model_dir is not None:
+        record["model_file"] = save_model(model, model_path(model_dir, case, scale, seed)).name
     if verbose:
         _report(case, seed, metrics, base, record)
     if not (scale.reuse_models and not mixed_precision):
         keras.backend.clear_session()
     return record
+
+
+def _run_force_case(
+    case: Case,
+    scale: Scale,
+    seed: int,
+    splits: Splits,
+    *,
+    wall0: float,
+    dataset_seconds: float,
+    verbose: int,
+    deterministic: bool,
+    mixed_precision: bool,
+    xla: bool,
+    model_dir,
+) -> dict:
+    """`run_case`'s steps 2-7 for a `force` head: regress the forces, score force errors."""
+    unit = force_scale(splits.forces["train"])
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    pipes = make_pipelines(case, splits, seed, force_unit=unit)
+    model = new_model(case, mixed_precision=mixed_precision, force_scale=unit)
+    reuse = scale.reuse_models and not mixed_precision
+    model = compiled_model(model, case, xla=xla) if reuse else compile_model(model, xla=xla)
+    if verbose:
+        _announce(case, scale, seed, splits, model)
+    fit = fit_model(model, case, scale, pipes, splits, verbose=verbose)
+
+    t0 = time.perf_counter()
+    pred = predict_forces(model, pipes.test)
+    eval_seconds = time.perf_counter() - t0
+    metrics = force_errors(pred, splits.forces["test"])
+    metrics.update(top_class_share=None, collapsed=None)  # class rules: not for a regression
+
+    t0 = time.perf_counter()
+    base = force_baselines(
+        splits.grids["train"],
+        splits.forces["train"],
+        splits.config["train"],
+        splits.grids["test"],
+        splits.forces["test"],
+        potential=case.potential,
+        window=case.window,
+        seed=seed,
+    )
+    baseline_seconds = time.perf_counter() - t0
+    timing = _timing(fit, wall0, dataset_seconds, eval_seconds, baseline_seconds)
+    training = {
+        **_training_fields(fit, splits, scale),
+        "loss": "huber",
+        "force_scale": unit,
+        "huber_delta": FORCE_HUBER_DELTA * unit,
+        "huber_delta_in_force_scales": FORCE_HUBER_DELTA,
+        "target_clip": FORCE_TARGET_CLIP * unit,
+        "monitor": fit.monitor,
+    }
+    options = {"deterministic": deterministic, "mixed_precision": mixed_precision, "xla": xla}
+    record = build_run_record(
+        case,
+        scale,
+        seed,
+        metrics=metrics,
+        baselines=base,
+        history=fit.history,
+        best_epoch=fit.best_epoch,
+        training=training,
+        split_sizes={name: len(g) for name, g in splits.grids.items()},
+        confusion=None,
+        class_histogram=None,
+        encoder=None,
+        parameters=int(model.count_params()),
+        dataset_key=splits.spec.key(),
+        timing=timing,
+        provenance={**provenance(), **options},
+    )
+    if model_dir is not None:
+        record["model_file"] = save_model(model, model_path(model_dir, case, scale, seed)).name
+    if verbose:
+        _report_force(case, seed, metrics, base, record)
+    if not reuse:
+        keras.backend.clear_session()
+    return record
+
+
+def _timing(fit, wall0: float, dataset: float, evaluation: float, baseline: float) -> dict:
+    """The record's `timing`: seconds per step, training throughput, wall time since `wall0`."""
+    return {
+        "dataset_seconds": dataset,
+        "train_seconds": fit.seconds,
+        "eval_seconds": evaluation,
+        "baseline_seconds": baseline,
+        "samples_per_second": fit.samples * len(fit.history) / fit.seconds if fit.seconds else None,
+        "wall_seconds": time.perf_counter() - wall0,
+    }
+
+
+def force_scale(forces: np.ndarray) -> float:
+    """The force head's unit: the robust sd of one force component, `1.4826 * median |F|` over
+    both components of the training forces `(S, 2)` (their centre is 0 by symmetry), so the
+    near-overlap tail cannot set it. Raises if it is not a positive finite number."""
+    forces = np.asarray(forces, dtype=np.float64)
+    scale = ROBUST_SD * float(np.median(np.abs(forces))) if forces.size else 0.0
+    if not (np.isfinite(scale) and scale > 0):
+        raise MdkerasError(
+            f"the training forces' robust scale is {scale!r}: expected a finite number > 0 "
+            "(most training forces are zero?); use more samples or another setting."
+        )
+    return scale
+
+
+def force_targets(forces: np.ndarray, unit: float) -> np.ndarray:
+    """Float32 training targets: the forces in physical units, clipped to
+    `+-FORCE_TARGET_CLIP * unit` (beyond the Huber delta that changes the loss, not its
+    gradient)."""
+    bound = FORCE_TARGET_CLIP * unit
+    return np.clip(np.asarray(forces, dtype=np.float64), -bound, bound).astype(np.float32)
+
+
+def model_path(model_dir: str | os.PathLike, case: Case, scale: Scale, seed: int) -> Path:
+    """`{model_dir}/{case}--{scale}--seed{seed}.keras`: the run record's name, `.keras`."""
+    return Path(model_dir) / f"{case.name}--{scale.name}--seed{seed}.keras"
+
+
+def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
+    """`model.save` to `path` (`.keras`) atomically: into a temporary file beside it, then
+    `os.replace`. Load it with `mdkeras.models.load_force_model` (or `keras.saving.load_model`
+    after importing `mdkeras.models`, which registers the custom layers)."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise MdkerasError(f"model path {path} is not allowed: expected a name ending in .keras.")
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
+        os.close(fd)
+        model.save(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        raise MdkerasError(
+            f"cannot write model {path} ({e.strerror or type(e).__name__}): choose a writable "
+            "directory with free space."
+        ) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    return path
 
 
 # --- the steps ---------------------------------------------------------------------------------
@@ -126,8 +317,8 @@ def check_options(case: Case, seed, *, deterministic: bool, mixed_precision: boo
 @dataclass
 class Splits:
     """A case's dataset cut into `train`/`val`/`test`: grids, float64 forces and classes per
-    split, the encoder fitted on the training forces, the dataset's spec, and the cap a capped
-    scale put on every split (None: whole splits)."""
+    split, the encoder fitted on the training forces, the dataset's spec, the cap a capped
+    scale put on every split (None: whole splits) and each sample's configuration id."""
 
     spec: DatasetSpec
     grids: dict[str, np.ndarray]
@@ -135,6 +326,7 @@ class Splits:
     classes: dict[str, np.ndarray]
     encoder: object
     cap: int | None = None
+    config: dict[str, np.ndarray] | None = None
 
 
 def load_splits(case: Case, scale: Scale, seed: int, *, cache_dir=None, progress=True) -> Splits:
@@ -167,7 +359,8 @@ def load_splits(case: Case, scale: Scale, seed: int, *, cache_dir=None, progress
     grids = {k: data.grids[v] for k, v in idx.items()}
     forces = {k: data.forces[v] for k, v in idx.items()}
     classes = {k: encoder.encode(v) for k, v in forces.items()}
-    return Splits(spec, grids, forces, classes, encoder, cap)
+    config = {k: data.config[v] for k, v in idx.items()}
+    return Splits(spec, grids, forces, classes, encoder, cap, config)
 
 
 def head_labels(case: Case, classes: np.ndarray) -> dict[str, np.ndarray]:
@@ -184,10 +377,34 @@ class Pipelines:
     test: tf.data.Dataset
 
 
-def make_pipelines(case: Case, splits: Splits, seed: int) -> Pipelines:
+def make_pipelines(
+    case: Case, splits: Splits, seed: int, *, force_unit: float | None = None
+) -> Pipelines:
     """Step 2: `tf.data` pipelines; training shuffles (and augments) with seeds from `seed`;
-    validation and test keep their order."""
+    validation and test keep their order. A `force` head's labels are `{"force": (S, 2)}`
+    float32 forces (`force_targets` with `force_unit`), not classes."""
     grids, classes = splits.grids, splits.classes
+    if case.head == "force":
+        if force_unit is None:
+            raise MdkerasError("head 'force' needs force_unit: pass force_scale(train forces).")
+        forces = splits.forces["train"]
+        forces = all_transforms(forces) if case.augment else forces  # (S, 8, 2) augmenting
+        train = make_dataset(
+            grids["train"],
+            {"force": force_targets(forces, force_unit)},
+            batch_size=BATCH_SIZE,
+            shuffle_seed=seed,
+            augment_seed=seed + 1 if case.augment else None,
+        )
+        val, test = (
+            make_dataset(
+                grids[k],
+                {"force": force_targets(splits.forces[k], force_unit)},
+                batch_size=EVAL_BATCH_SIZE,
+            )
+            for k in ("val", "test")
+        )
+        return Pipelines(train, val, test)
     if case.augment:
         forces = splits.forces["train"]
         train_labels = head_labels(case, splits.encoder.encode(all_transforms(forces)))
@@ -212,20 +429,35 @@ def make_pipelines(case: Case, splits: Splits, seed: int) -> Pipelines:
     return Pipelines(train, val, test)
 
 
-def new_model(case: Case, *, mixed_precision: bool = False) -> keras.Model:
-    """Step 3a: the case's uncompiled model (float16 compute under `mixed_precision`)."""
+def new_model(
+    case: Case, *, mixed_precision: bool = False, force_scale: float = 1.0
+) -> keras.Model:
+    """Step 3a: the case's uncompiled model (float16 compute under `mixed_precision`);
+    `force_scale` is a `force` head's output unit (`build_model`)."""
     policy = keras.mixed_precision.dtype_policy()
     if mixed_precision:
         keras.mixed_precision.set_dtype_policy("mixed_float16")
     try:
-        return build_model(case.architecture, case.grid, case.classes, case.head)
+        return build_model(
+            case.architecture, case.grid, case.classes, case.head, force_scale=force_scale
+        )
     finally:
         keras.mixed_precision.set_dtype_policy(policy)
 
 
 def compile_model(model: keras.Model, *, xla: bool = False) -> keras.Model:
     """Step 3b: compile as every case trains: Adam(`LEARNING_RATE`), cross-entropy and accuracy
-    per output. XLA is off by default: it has no deterministic MaxPool gradient."""
+    per output; a `force` head: Huber with delta `FORCE_HUBER_DELTA` times its output unit
+    (`_force_unit`), no metrics. XLA is off by default: it has no deterministic MaxPool
+    gradient."""
+    if "force" in model.output_names:
+        delta = FORCE_HUBER_DELTA * _force_unit(model)
+        model.compile(
+            optimizer=keras.optimizers.Adam(LEARNING_RATE),
+            loss={"force": keras.losses.Huber(delta=delta)},
+            jit_compile=bool(xla),
+        )
+        return model
     model.compile(
         optimizer=keras.optimizers.Adam(LEARNING_RATE),
         loss={name: "sparse_categorical_crossentropy" for name in model.output_names},
@@ -233,6 +465,11 @@ def compile_model(model: keras.Model, *, xla: bool = False) -> keras.Model:
         jit_compile=bool(xla),
     )
     return model
+
+
+def _force_unit(model: keras.Model) -> float:
+    """A `force` model's output unit: the scale of its `force` Rescaling layer."""
+    return float(model.get_layer("force").scale)
 
 
 _COMPILED: dict[tuple, keras.Model] = {}  # model shape -> compiled model (`compiled_model`)
@@ -243,6 +480,8 @@ def compiled_model(fresh: keras.Model, case: Case, *, xla: bool = False) -> kera
     every variable of `fresh` (weights and dropout seed states) copied in and the optimizer
     reset, so it trains exactly as `fresh` would, without tracing its steps again."""
     key = (case.architecture, case.grid, case.classes, case.head, xla)
+    if case.head == "force":  # the unit (output scale, Huber delta) is traced into the steps
+        key += (_force_unit(fresh),)
     model = _COMPILED.get(key)
     if model is None:
         _COMPILED[key] = model = compile_model(fresh, xla=xla)
@@ -265,31 +504,40 @@ class Fit:
     recipe: object
     samples: int  # training samples fitted per epoch
     seconds: float
+    monitor: str = "val_joint_accuracy"  # what early stopping and the recipe watch
+    mode: str = "max"
 
     @property
     def best_epoch(self) -> int:
         """The epoch whose weights the model kept (the last one without early stopping)."""
-        val = [h["val_joint_accuracy"] for h in self.history]
-        return int(np.argmax(val)) + 1 if (self.patience and val) else len(self.history)
+        val = [h[self.monitor] for h in self.history]
+        pick = np.argmax if self.mode == "max" else np.argmin
+        return int(pick(val)) + 1 if (self.patience and val) else len(self.history)
 
 
 def fit_model(
     model, case: Case, scale: Scale, pipes: Pipelines, splits: Splits, *, verbose: int = 1
 ) -> Fit:
     """Step 4: `model.fit` for `scale.max_epochs` with the architecture's recipe, early stopping
-    on the validation joint accuracy where the scale has a patience."""
+    on the validation joint accuracy (a `force` head: the validation Huber loss) where the scale
+    has a patience."""
     recipe = get_architecture(case.architecture).recipe
     patience = recipe.stop_patience(scale)
-    recorder = EpochRecorder(pipes.val, splits.classes["val"], case)
-    # Keras runs callbacks in list order at each epoch end: EpochRecorder comes first because it
-    # writes `val_joint_accuracy` into the epoch logs that the recipe's ReduceLROnPlateau and
+    if case.head == "force":
+        recorder = ForceEpochRecorder(pipes.val, splits.forces["val"], _force_unit(model))
+        monitor, mode = "val_force_huber", "min"
+    else:
+        recorder = EpochRecorder(pipes.val, splits.classes["val"], case)
+        monitor, mode = "val_joint_accuracy", "max"
+    # Keras runs callbacks in list order at each epoch end: the recorder comes first because it
+    # writes `monitor` into the epoch logs that the recipe's ReduceLROnPlateau and
     # EarlyStopping then read (after it, they would see last epoch's value or none at all).
-    callbacks = [recorder, keras.callbacks.TerminateOnNaN(), *recipe.callbacks()]
+    callbacks = [recorder, keras.callbacks.TerminateOnNaN(), *recipe.callbacks(monitor, mode)]
     if patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                monitor="val_joint_accuracy",
-                mode="max",
+                monitor=monitor,
+                mode=mode,
                 patience=patience,
                 restore_best_weights=True,
             )
@@ -303,7 +551,8 @@ def fit_model(
         verbose=(1 if sys.stdout.isatty() else 2) if verbose else 0,
     )
     seconds = time.perf_counter() - t0
-    return Fit(recorder.history, patience, recipe, len(splits.grids["train"]), seconds)
+    samples = len(splits.grids["train"])
+    return Fit(recorder.history, patience, recipe, samples, seconds, monitor, mode)
 
 
 def predict_classes(model, ds, case: Case) -> np.ndarray:
@@ -313,6 +562,11 @@ def predict_classes(model, ds, case: Case) -> np.ndarray:
         joint = np.argmax(out["joint"], axis=-1)
         return np.stack([joint // case.classes, joint % case.classes], axis=1)
     return np.stack([np.argmax(out["fx"], axis=-1), np.argmax(out["fy"], axis=-1)], axis=1)
+
+
+def predict_forces(model, ds) -> np.ndarray:
+    """`(S, 2)` float64 forces of a `force`-head model on an unshuffled dataset."""
+    return np.asarray(model.predict(ds, verbose=0)["force"], dtype=np.float64)
 
 
 def evaluate(pred: np.ndarray, splits: Splits) -> dict:
@@ -358,17 +612,7 @@ def build_record(
     `options` are the speed options, kept in the provenance."""
     test, train = splits.classes["test"], splits.classes["train"]
     k = case.classes
-    training = {
-        "optimizer": "adam",
-        "learning_rate": LEARNING_RATE,
-        "batch_size": BATCH_SIZE,
-        "stop_patience": fit.patience,
-        **asdict(fit.recipe),
-    }
-    if splits.cap is not None:  # a capped (smoke) scale cut the splits to this many samples
-        training["split_cap"] = splits.cap
-    if scale.reuse_models:
-        training["reused_model"] = True
+    training = _training_fields(fit, splits, scale)
     return build_run_record(
         case,
         scale,
@@ -395,6 +639,23 @@ def build_record(
     )
 
 
+def _training_fields(fit: Fit, splits: Splits, scale: Scale) -> dict:
+    """The record's `training`: optimizer, rate, batch, patience, the recipe, and the smoke cap
+    and model reuse where they applied."""
+    training = {
+        "optimizer": "adam",
+        "learning_rate": LEARNING_RATE,
+        "batch_size": BATCH_SIZE,
+        "stop_patience": fit.patience,
+        **asdict(fit.recipe),
+    }
+    if splits.cap is not None:  # a capped (smoke) scale cut the splits to this many samples
+        training["split_cap"] = splits.cap
+    if scale.reuse_models:
+        training["reused_model"] = True
+    return training
+
+
 def _announce(case, scale, seed, splits: Splits, model) -> None:
     capped = f" (smoke budget: at most {splits.cap} per split)" if splits.cap else ""
     print(
@@ -419,6 +680,55 @@ def _report(case, seed, metrics, base, record) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def _report_force(case, seed, metrics, base, record) -> None:
+    linear = base.get("linear_predictor")
+    linear_text = f", linear predictor {linear['force_mae']:.4g}" if linear else ""
+    print(
+        f"{case.name} seed={seed}: force MAE {metrics['force_mae']:.4g}, RMSE "
+        f"{metrics['force_rmse']:.4g} (zero force {base['zero']['force_mae']:.4g}, cell centre "
+        f"{base['cell_centre_force']['force_mae']:.4g}{linear_text}), best epoch "
+        f"{record['best_epoch']}/{record['epochs_run']}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def huber(err: np.ndarray, delta: float) -> np.ndarray:
+    """Elementwise Huber loss of errors `err`: `err² / 2` within `delta`, linear beyond (as
+    `keras.losses.Huber` before its mean)."""
+    a = np.abs(err)
+    return np.where(a <= delta, 0.5 * a * a, delta * (a - 0.5 * delta))
+
+
+class ForceEpochRecorder(keras.callbacks.Callback):
+    """A `force` head's `EpochRecorder`: adds to the epoch logs the validation Huber loss in
+    force units (`val_force_huber`: errors over the unit, delta `FORCE_HUBER_DELTA`, targets
+    clipped as in training), the validation force MAE and median absolute error, and keeps a
+    history row per epoch."""
+
+    def __init__(self, val_ds, val_forces: np.ndarray, unit: float):
+        super().__init__()
+        self.val_ds, self.val_forces, self.unit = val_ds, val_forces, float(unit)
+        self.history: list[dict] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        seconds = time.perf_counter() - self._t0
+        pred = predict_forces(self.model, self.val_ds)
+        err = (pred - force_targets(self.val_forces, self.unit)) / self.unit
+        logs["val_force_huber"] = float(np.mean(huber(err, FORCE_HUBER_DELTA)))
+        errors = force_errors(pred, self.val_forces)
+        logs["val_force_mae"] = errors["force_mae"]
+        logs["val_force_median_ae"] = errors["force_median_ae"]
+        row = {"epoch": epoch + 1, "seconds": seconds}
+        row.update({k: float(v) for k, v in logs.items()})
+        row["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
+        self.history.append(row)
 
 
 class EpochRecorder(keras.callbacks.Callback):

@@ -72,7 +72,7 @@ def test_config_and_registry_read_the_table(monkeypatch):
     for name in registry.case_names():
         per_arch[registry.get_case(name).architecture] += 1
     per_physics = len(registry.PHYSICS) * len(registry.GRIDS) + len(registry.MD_PHYSICS)
-    assert set(per_arch.values()) == {per_physics * 2}
+    assert set(per_arch.values()) == {per_physics * 2 + len(registry.FORCE_PHYSICS)}
     with pytest.raises(MdkerasError, match="architecture='vgg' is not allowed.*'forcemap'"):
         Case("lj", 0.5, 8.0, 28, architecture="vgg")
     entry = Architecture("vgg", "mdkeras.models:lenet_trunk", min_grid=20)

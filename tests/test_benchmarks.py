@@ -124,7 +124,8 @@ def test_a_name_is_its_setting_then_its_variant():
     assert case.name == "lj-rho0.50-w8-n28-lenet-paper-joint-k20-d4"
     for case in registry.list_cases():
         assert case.name == f"{case.setting}-{case.variant}"
-        assert case.variant == f"{case.architecture}-{case.encoding}"
+        axis = "force" if case.head == "force" else case.encoding
+        assert case.variant == f"{case.architecture}-{axis}"
 
 
 def test_get_case_round_trips_and_unknown_name_is_an_error():
@@ -331,7 +332,7 @@ def test_compare_missing_reference_file_is_one_line_error(summary_dir, capsys):
 def test_list_prints_all_108(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-1] == "150 cases"  # 108 uniform + 42 md
+    assert out[-1] == "153 cases"  # 108 uniform + 42 md + 3 md force-head
     assert sum(bool(NAME_RE.match(line.split()[0])) for line in out) == 108
 
 

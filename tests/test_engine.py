@@ -2,12 +2,13 @@
 against brute-force sums of mdkeras's own pair force."""
 
 import dataclasses
+import re
 import sys
 
 import numpy as np
 import pytest
 
-from mdkeras import engine, potentials
+from mdkeras import engine, pairforces, potentials
 from mdkeras.errors import MdkerasError
 from mdkeras.potentials import POTENTIALS, pair_force
 
@@ -243,3 +244,188 @@ def test_lammps_errors_and_impossible_placements_are_one_line():
             sim.place(overlap=1.5, tries=20)
     with pytest.raises(MdkerasError, match="too small for cut-off 4"):
         engine.Simulation(particles=20, density=0.5, interaction=inter, seed=1)
+
+
+# ------------------------------------------------------------- pair forces in Python, fix external
+
+
+def double_loop(potential, positions, box, cutoff):
+    """Forces, shifted energy and LAMMPS virial 6-vector by a plain loop over pairs i < j."""
+    entry = potentials.get(potential)
+    n = len(positions)
+    forces, energy, virial = np.zeros((n, 2)), 0.0, np.zeros(6)
+    for i in range(n):
+        for j in range(i + 1, n):
+            d = positions[j] - positions[i]
+            d -= box * np.round(d / box)
+            r = float(np.hypot(*d))
+            if r < cutoff:
+                f = float(pair_force(potential, r))
+                forces[i] -= f * d / r
+                forces[j] += f * d / r
+                energy += float(entry.energy(r) - entry.energy(cutoff))
+                virial[[0, 1, 3]] += f / r * np.array([d[0] * d[0], d[1] * d[1], d[0] * d[1]])
+    return forces, energy, virial
+
+
+@pytest.mark.parametrize(
+    ("potential", "particles", "box", "cutoff"),
+    [("lj", 40, 9.0, 2.5), ("lj", 90, 12.0, 2.5), ("coulomb", 70, 14.0, 4.0)],
+    ids=["one-cell", "cell-list", "coulomb"],
+)
+def test_pair_forces_equal_a_double_loop_and_obey_newtons_third_law(
+    potential, particles, box, cutoff
+):
+    rng = np.random.default_rng(particles)
+    x = rng.uniform(0, box, (particles, 2))
+    forces, energy, virial = pairforces.pair_forces(potential, x, box, cutoff)
+    f_ref, e_ref, w_ref = double_loop(potential, x, box, cutoff)
+    scale = np.abs(f_ref).max()
+    np.testing.assert_allclose(forces, f_ref, rtol=0, atol=1e-12 * scale)
+    assert energy == pytest.approx(e_ref, rel=1e-12)
+    np.testing.assert_allclose(virial, w_ref, rtol=1e-12, atol=1e-12 * np.abs(w_ref).max())
+    assert np.abs(forces.sum(axis=0)).max() < 1e-12 * scale * particles
+    shifted = pairforces.pair_forces(potential, x + box * rng.integers(-3, 3, x.shape), box, cutoff)
+    np.testing.assert_allclose(shifted[0], forces, rtol=0, atol=1e-10 * scale)
+
+
+def test_pair_forces_reject_bad_input_in_one_line():
+    with pytest.raises(MdkerasError, match=r"box=4 is too small for cutoff=2.5: expected box > 2"):
+        pairforces.pair_forces("lj", np.zeros((3, 2)), 4.0, 2.5)
+    with pytest.raises(MdkerasError, match=r"positions of shape \(3, 3\) .* expected \(N, 2\)"):
+        pairforces.pair_forces("lj", np.zeros((3, 3)), 10.0, 2.5)
+    with pytest.raises(MdkerasError, match="positions contain 1 non-finite"):
+        pairforces.pair_forces("lj", [[0, 0], [1, np.nan]], 10.0, 2.5)
+
+
+def _placed(interaction, *, seed=3, particles=300, temperature=1.0):
+    sim = engine.Simulation(particles=particles, density=0.5, interaction=interaction, seed=seed)
+    sim.place()
+    sim.thermalize(temperature)
+    return sim
+
+
+@needs_lammps
+def test_pair_forces_equal_lammps_forces_energy_and_pressure():
+    with _placed(engine.interaction("lj")) as sim:
+        sim.langevin(1.0, 1.0, 0.005)
+        sim.run(100)
+        frame, box = sim.frame(), sim.box
+    forces, energy, virial = pairforces.pair_forces("lj", frame.positions, box, 4.0)
+    np.testing.assert_allclose(frame.forces, forces, rtol=0, atol=1e-11 * np.abs(forces).max())
+    assert energy / 300 == pytest.approx(frame.potential_energy, rel=1e-10)
+    pressure = (np.sum(frame.velocities**2) + virial[0] + virial[1]) / (2 * box * box)
+    assert frame.pressure == pytest.approx(pressure, rel=1e-10)
+
+
+@needs_lammps
+def test_fix_external_with_python_lj_reproduces_native_lj_trajectory():
+    """NVE from one state: `lj/cut` against `pair_style zero` + the same force from Python."""
+    with _placed(engine.interaction("lj")) as native:
+        x0, v0 = native.positions(), native.velocities()
+        native.nve(0.005)
+        with _placed(engine.ideal_gas(4.0)) as python:
+            python.set_state(x0, v0)
+            box = python.box
+            python.external(lambda step, x: pairforces.pair_forces("lj", x, box, 4.0))
+            python.nve(0.005)
+            for sim in (native, python):
+                sim.run(0)
+            np.testing.assert_array_equal(python.positions(), x0)
+            scale = np.abs(native.forces()).max()
+            np.testing.assert_allclose(python.forces(), native.forces(), rtol=0, atol=1e-13 * scale)
+            for _ in range(4):  # 100 steps
+                for sim in (native, python):
+                    sim.run(25)
+                a, b = native.frame(), python.frame()
+                np.testing.assert_allclose(b.positions, a.positions, rtol=0, atol=1e-9)
+                np.testing.assert_allclose(b.velocities, a.velocities, rtol=0, atol=1e-9)
+                np.testing.assert_allclose(b.forces, a.forces, rtol=0, atol=1e-9 * scale)
+                for name in ("pressure", "potential_energy", "kinetic_energy", "temperature"):
+                    assert getattr(b, name) == pytest.approx(getattr(a, name), rel=1e-9), name
+            assert np.abs(b.positions - x0).max() > 0.1  # the particles did move
+
+
+@needs_lammps
+def test_forces_are_pair_plus_external_and_thermo_includes_its_energy_and_virial():
+    rng = np.random.default_rng(0)
+    extra = rng.normal(size=(300, 2))
+    extra -= extra.mean(axis=0)
+    calls = []
+
+    def field(step, x):
+        calls.append(step)
+        return extra, 7.0, [3.0, 5.0, 0.0, 1.0, 0.0, 0.0]
+
+    with _placed(engine.interaction("lj")) as sim:
+        sim.external(field, every=5)
+        sim.langevin(1.0, 1.0, 0.005)  # the Langevin force is not in forces()
+        start = sim.step  # after minimisation
+        sim.run(20)
+        frame, box = sim.frame(), sim.box
+    assert start > 0 and calls == [start + k for k in range(0, 21, 5)]
+    forces, virial, r = brute_force("lj", frame.positions, box, 4.0)
+    np.testing.assert_allclose(frame.forces, forces + extra, rtol=0, atol=1e-11 * 100)
+    u = 4 * (r**-12 - r**-6) - 4 * (4.0**-12 - 4.0**-6)
+    energy = 0.5 * u[r < 4.0].sum() + 7.0
+    assert frame.potential_energy == pytest.approx(energy / 300, rel=1e-10)
+    pressure = (np.sum(frame.velocities**2) + virial + 3.0 + 5.0) / (2 * box * box)
+    assert frame.pressure == pytest.approx(pressure, rel=1e-10)
+
+
+@needs_lammps
+def test_unwrapped_positions_follow_free_flight_across_the_boundary():
+    with _placed(engine.ideal_gas(), particles=200) as sim:
+        sim.nve(0.01)
+        sim.run(0)
+        u0, v, box = sim.unwrapped_positions(), sim.velocities(), sim.box
+        np.testing.assert_array_equal(u0, sim.positions())
+        for k in range(1, 6):
+            sim.run(1000)
+            u = sim.unwrapped_positions()
+            np.testing.assert_allclose(u, u0 + v * 10.0 * k, rtol=0, atol=1e-9)
+            np.testing.assert_allclose(np.mod(u, box), sim.positions(), rtol=0, atol=1e-9)
+    assert np.abs(u - u0).max() > 2 * box  # some crossed the boundary more than once
+
+
+@needs_lammps
+def test_bad_external_forces_stop_the_run_with_one_error_line():
+    n = 200
+    good = np.zeros((n, 2))
+    nan = good.copy()
+    nan[3, 1] = np.nan
+    calls = []
+
+    def exploding(step, x):
+        raise ValueError("the model\nexploded")
+
+    cases = [
+        (lambda s, x: np.zeros((n, 3)), r"forces of shape \(200, 3\): expected \(200, 2\)"),
+        (lambda s, x: nan, r"forces contain 1 non-finite value\(s\) \(NaN\)"),
+        (lambda s, x: (good, 1.0), r"a tuple of 2: expected forces \(N, 2\) or \(forces, energy"),
+        (lambda s, x: (good, None, [0, 0]), r"a virial of shape \(2,\): expected 6 components"),
+        (lambda s, x: (good, np.inf, None), r"energy=inf is not allowed"),
+        (exploding, r"ValueError: the model exploded$"),
+    ]
+    with _placed(engine.ideal_gas(), particles=n) as sim:
+        sim.langevin(1.0, 1.0, 0.01)
+        for bad, message in cases:
+            first = sim.step
+
+            def field(step, x, bad=bad, first=first):
+                calls.append(step)
+                return good if step < first + 3 else bad(step, x)
+
+            calls.clear()
+            sim.external(field)
+            with pytest.raises(MdkerasError, match=r"^the external force callback failed at ") as e:
+                sim.run(1000)
+            assert "\n" not in str(e.value)
+            assert re.search(message, str(e.value)), str(e.value)
+            assert f"at step {first + 3}:" in str(e.value)
+            assert len(calls) == 4  # steps 0..3 of the run: it stopped at the failure
+        with pytest.raises(MdkerasError, match="callback=3 is not allowed: expected a function"):
+            sim.external(3)
+        sim.external(lambda s, x: good)  # the run goes on with a good force
+        sim.run(10)
+        assert np.all(sim.forces() == 0)

@@ -142,9 +142,12 @@ def test_run_options_reach_run_case(tmp_path, monkeypatch, capsys):
     argv = run_argv(tmp_path / "out", tmp_path / "cache", "--executor", "inline", cases=CASES[:1])
     assert main(argv) == 0
     assert main([*argv, "--no-determinism", "--xla", "--mixed-precision"]) == 0
+    assert main([*argv, "--save-model"]) == 0
+    out = str((tmp_path / "out").resolve())
     assert calls == [
-        {"deterministic": True, "mixed_precision": False, "xla": False},
-        {"deterministic": False, "mixed_precision": True, "xla": True},
+        {"deterministic": True, "mixed_precision": False, "xla": False, "model_dir": None},
+        {"deterministic": False, "mixed_precision": True, "xla": True, "model_dir": None},
+        {"deterministic": True, "mixed_precision": False, "xla": False, "model_dir": out},
     ]
     record = load(tmp_path / "out", CASES[0])
     assert record["provenance"]["executor"] == "inline" and record["provenance"]["host"]
@@ -389,7 +392,7 @@ def test_estimates_follow_the_cost_table():
 def test_run_and_dry_run_print_the_plan(tmp_path, capsys):
     assert main(["run", "--all", "--seeds", "0,1", "--dry-run", "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
-    assert "plan: 150 cases x 2 seeds = 300 runs: 300 to run; estimated " in out
+    assert "plan: 153 cases x 2 seeds = 306 runs: 306 to run; estimated " in out
     assert "CPU cost table" in out
     assert not (tmp_path / "o").exists()
 

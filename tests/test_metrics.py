@@ -5,6 +5,7 @@ import pytest
 
 from mdkeras.descriptors import featurize
 from mdkeras.encoding import make_encoder
+from mdkeras.errors import MdkerasError
 from mdkeras.metrics import (
     BAYES_DRAWS,
     baselines,
@@ -13,6 +14,8 @@ from mdkeras.metrics import (
     cell_centre_kernel,
     classification_metrics,
     collapse,
+    force_baselines,
+    force_errors,
     force_mae,
     force_median_ae,
     joint_index,
@@ -205,3 +208,57 @@ def test_confusion_matrix_rows_are_true_classes():
 
     m = confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), 3)
     assert m.tolist() == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
+
+
+# --- force regression ------------------------------------------------------------------------
+
+
+def test_force_errors_on_hand_made_arrays():
+    true = np.array([[0.0, 0.0], [1.0, -1.0]])
+    pred = np.array([[3.0, 4.0], [1.0, -1.0]])  # errors (3, 4) and (0, 0)
+    e = force_errors(pred, true)
+    assert e["force_mae_x"] == 1.5 and e["force_mae_y"] == 2.0 and e["force_mae"] == 1.75
+    assert e["force_rmse_x"] == pytest.approx(np.sqrt(4.5))
+    assert e["force_rmse_y"] == pytest.approx(np.sqrt(8.0))
+    assert e["force_rmse"] == pytest.approx(np.sqrt(25.0 / 4))
+    assert e["force_vector_mae"] == 2.5 and e["force_vector_rmse"] == pytest.approx(np.sqrt(12.5))
+    assert e["force_median_ae"] == 1.5  # median of (3, 4, 0, 0)
+    with pytest.raises(MdkerasError, match=r"expected two \(S, 2\) arrays"):
+        force_errors(np.zeros((3, 3)), np.zeros((3, 3)))
+
+
+def _linear_gas(potential, window, grid, samples, seed):
+    """Poisson grids and forces exactly linear in them, with the cell-centre kernel."""
+    rng = np.random.default_rng(seed)
+    grids = rng.poisson(0.05, (samples, grid, grid)).astype(np.uint8)
+    forces = cell_centre_forces(grids, potential, window)
+    config = np.arange(samples) // 100
+    return grids, forces, config
+
+
+def test_force_baselines_recover_an_exactly_linear_force():
+    grids, forces, config = _linear_gas("coulomb", 5.0, 16, 4_000, 0)
+    tr, te = slice(0, 3_000), slice(3_000, None)
+    b = force_baselines(
+        grids[tr],
+        forces[tr],
+        config[tr],
+        grids[te],
+        forces[te],
+        potential="coulomb",
+        window=5.0,
+        seed=0,
+    )
+    assert b["zero"] == force_errors(np.zeros_like(forces[te]), forces[te])
+    assert b["cell_centre_force"]["force_mae"] == 0.0  # the forces are the cell-centre ones
+    assert b["linear_predictor"]["force_rmse"] < 1e-6 * b["zero"]["force_rmse"]
+    assert b["zero"]["force_mae"] > 0.1
+
+
+def test_force_baselines_without_a_fittable_kernel_say_why():
+    grids, forces, config = _linear_gas("coulomb", 5.0, 16, 400, 1)
+    kwargs = dict(potential="coulomb", window=5.0, seed=0)
+    b = force_baselines(grids, forces, config, grids, forces, **kwargs)
+    assert b["linear_predictor"] is None and "use more samples" in b["linear_predictor_reason"]
+    b = force_baselines(grids, forces, config, grids, forces, linear=False, **kwargs)
+    assert b["linear_predictor"] is None and "linear=False" in b["linear_predictor_reason"]

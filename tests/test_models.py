@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from mdkeras.architectures import ARCHITECTURES, check_grid, min_grid
-from mdkeras.config import HEADS
+from mdkeras.config import CLASS_HEADS, HEADS
 from mdkeras.errors import MdkerasError
-from mdkeras.models import build_model
+from mdkeras.models import build_model, force_predictor, load_force_model
+from mdkeras.training import save_model
 
 K = 10
 
@@ -115,7 +116,7 @@ def test_forward_pass_both_heads(architecture, grid):
             np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("head", CLASS_HEADS)
 def test_fits_one_step_with_dict_labels(head):
     model = build_model("lenet", 16, classes=3, head=head)
     names = ["fx", "fy"] if head == "separate" else ["joint"]
@@ -181,3 +182,58 @@ def test_separate_towers_share_no_weights(architecture):
         after = model.predict(x, verbose=0)
         np.testing.assert_array_equal(before["fy"], after["fy"])
         assert not np.allclose(before["fx"], after["fx"])
+
+
+# --- the force head ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_force_head_is_one_linear_float32_output_in_physical_units(architecture):
+    model = build_model(architecture, 16, head="force", force_scale=4.0)
+    assert model.output_names == ["force"] and tuple(model.outputs[0].shape) == (None, 2)
+    x = np.random.default_rng(0).poisson(0.3, (5, 16, 16, 1)).astype(np.float32)
+    y = keras.ops.convert_to_numpy(model(x, training=False)["force"])
+    assert y.shape == (5, 2) and y.dtype == np.float32
+    unit = keras.Model(model.input, model.get_layer("force_unit").output)
+    u = keras.ops.convert_to_numpy(unit(x, training=False))
+    np.testing.assert_allclose(y, 4.0 * u, rtol=1e-6)  # Dense(2) in units of the scale
+
+
+def test_force_predictor_matches_the_model_and_checks_its_input():
+    model = build_model("forcemap", 16, head="force", force_scale=2.5)
+    grids = np.random.default_rng(1).poisson(0.2, (37, 16, 16)).astype(np.uint8)
+    want = keras.ops.convert_to_numpy(model(grids[..., None].astype(np.float32))["force"])
+    for kwargs in ({}, {"batch_size": 10}):
+        got = force_predictor(model, **kwargs)(grids)
+        assert got.shape == (37, 2) and got.dtype == np.float64
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    with pytest.raises(MdkerasError, match=r"expected \(N, 16, 16\)"):
+        force_predictor(model)(grids[:, :8])
+    with pytest.raises(MdkerasError, match="expected a 'force' head"):
+        force_predictor(build_model("lenet", 16))
+
+
+def test_a_saved_force_model_loads_and_predicts_the_same(tmp_path):
+    model = build_model("forcemap", 16, head="force", force_scale=3.0)
+    grids = np.random.default_rng(2).poisson(0.2, (9, 16, 16)).astype(np.uint8)
+    path = save_model(model, tmp_path / "m.keras")
+    loaded = load_force_model(path)
+    np.testing.assert_array_equal(force_predictor(loaded)(grids), force_predictor(model)(grids))
+    save_model(build_model("lenet", 16), tmp_path / "classes.keras")
+    with pytest.raises(MdkerasError, match="expected a 'force' head"):
+        load_force_model(tmp_path / "classes.keras")
+    with pytest.raises(MdkerasError, match=r"expected an existing \.keras file"):
+        load_force_model(tmp_path / "missing.keras")
+    with pytest.raises(MdkerasError, match=r"ending in \.keras"):
+        save_model(model, tmp_path / "m.h5")
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan"), float("inf"), True, "1"])
+def test_bad_force_scale_rejected(scale):
+    with pytest.raises(MdkerasError, match="force_scale"):
+        build_model("lenet", 16, head="force", force_scale=scale)
+
+
+def test_force_scale_applies_to_the_force_head_only():
+    with pytest.raises(MdkerasError, match="applies to head 'force' only"):
+        build_model("lenet", 16, head="joint", force_scale=2.0)

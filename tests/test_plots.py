@@ -12,6 +12,7 @@ import pytest
 
 from benchmarks import plots
 from benchmarks.plots import main
+from mdkeras.config import Case
 from mdkeras.errors import MdkerasError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -322,3 +323,138 @@ def test_missing_matplotlib_is_one_error_line(record_dir, monkeypatch, capsys):
     line = _one_error_line(capsys)
     assert 'pip install "mdkeras[plot]"' in line
     assert not list(record_dir.glob("*.png"))
+
+
+# --- the md sampler beside the uniform one -------------------------------------------------
+
+
+def _sampler_record(
+    sampler: str, potential: str = "lj", density: float = 0.5, seed: int = 0, **case
+) -> dict:
+    """A minimal record of one md or uniform case (n = 28), built on `_record`."""
+    r = _record("lj-rho0.50-w8-n28-lenet-paper", seed)
+    window = 8.0 if potential == "lj" else 5.0
+    r["case"].update(potential=potential, density=density, window=window, sampler=sampler)
+    r["case"].update(case)
+    if sampler == "md":
+        r["case"]["temperature"] = 1.0
+        r["baselines"].update(bayes_limit=None, bayes_limit_se=None, uniform_bayes=0.6)
+        r["fraction_of_bayes"] = None
+        r["class_histogram"] = {
+            "x": [0, 0, 0, 0, 2, 2, 0, 0, 0, 0],
+            "y": [0] * 4 + [3, 1] + [0] * 4,
+        }
+    c = Case.from_dict(r["case"])
+    r["case_name"] = c.name
+    if c.encoding == "quantile":
+        r["class_histogram"] = {"x": [36] * 10, "y": [36] * 10}
+        scale = 1.0 if sampler == "md" else 1e4
+        r["encoder"] = {"name": "quantile", "edges": [[scale * e, scale * e] for e in range(-4, 5)]}
+    return r
+
+
+@pytest.fixture
+def sampler_dirs(tmp_path):
+    """`results/md` with LJ and Coulomb md records (LeNet, forcemap; LJ also quantile) and
+    `results/paper` with their uniform twins plus records the comparison must leave out."""
+    md, uniform = tmp_path / "results" / "md", tmp_path / "results" / "paper"
+    for potential, density in [("lj", 0.05), ("lj", 0.5), ("coulomb", 0.5)]:
+        for arch in ("lenet", "forcemap"):
+            for sampler, directory in (("md", md), ("uniform", uniform)):
+                _write(directory, _sampler_record(sampler, potential, density, architecture=arch))
+    _write(md, _sampler_record("md", "lj", 0.7))  # the dense liquid: no uniform twin
+    for sampler, directory in (("md", md), ("uniform", uniform)):
+        _write(directory, _sampler_record(sampler, "lj", 0.5, encoding="quantile"))
+    _write(uniform, _sampler_record("uniform", "lj", 0.5, seed=1))
+    _write(uniform, _sampler_record("uniform", "lj", 0.5, augment=True))  # a variant: left out
+    _write(uniform, _sampler_record("uniform", "lj", 0.2))  # no md twin: left out
+    return md, uniform
+
+
+def _loaded(directory):
+    return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
+
+
+def test_sampler_accuracy_table_pairs_md_with_uniform(sampler_dirs):
+    md, uniform = sampler_dirs
+    md_recs = _loaded(md)
+    twins = plots.uniform_counterparts(uniform, md_recs)
+    assert {(r["case"]["density"], r["seed"]) for r in twins} >= {(0.5, 1), (0.05, 0)}
+    assert all(r["case"]["density"] != 0.2 for r in twins)  # no md record of that setting
+    table = plots.sampler_accuracy_table(md_recs, twins)
+    assert set(table["encoding"]) == {"paper", "quantile"}
+    assert (
+        len(table[table["sampler"] == "md"]) == 8 and len(table[table["sampler"] == "uniform"]) == 7
+    )
+    row = table[
+        (table["sampler"] == "uniform")
+        & (table["density"] == 0.5)
+        & (table["potential"] == "lj")
+        & (table["architecture"] == "lenet")
+        & (table["encoding"] == "paper")
+    ].iloc[0]
+    assert row.joint_accuracy_n == 2 and row.joint_accuracy == pytest.approx(0.655)  # no d4
+    assert row.bayes == pytest.approx(0.82)  # uniform: the Bayes limit
+    md_bayes = table.loc[table["sampler"] == "md", "bayes"]
+    assert md_bayes.to_list() == pytest.approx([0.6] * 8)  # md: the uniform-gas classifier
+    with pytest.raises(plots.MissingDataError, match="no md records"):
+        plots.sampler_accuracy_table([], twins)
+
+
+def test_sampler_histograms_carry_both_samplers_and_quantile_edges(sampler_dirs):
+    md, uniform = sampler_dirs
+    md_recs = _loaded(md)
+    hist = plots.sampler_histograms(md_recs, plots.uniform_counterparts(uniform, md_recs))
+    assert list(hist["paper"]) == [
+        "Coulomb ρ=0.50 W=5 n=28",
+        "LJ ρ=0.05 W=8 n=28",
+        "LJ ρ=0.50 W=8 n=28",
+        "LJ ρ=0.70 W=8 n=28",
+    ]
+    lj = hist["paper"]["LJ ρ=0.50 W=8 n=28"]
+    assert lj["md"] == ([0, 0, 0, 0, 2, 2, 0, 0, 0, 0], [0, 0, 0, 0, 3, 1, 0, 0, 0, 0])
+    assert lj["uniform"][0][0] == 400
+    assert set(hist["paper"]["LJ ρ=0.70 W=8 n=28"]) == {"md"}
+    assert list(hist["quantile"]) == ["LJ ρ=0.50 W=8 n=28"]
+    edges = hist["quantile"]["LJ ρ=0.50 W=8 n=28"]
+    assert edges["md"][0][0] == -4.0 and edges["uniform"][0][0] == -4e4
+    paper_only = [r for r in md_recs if r["case"]["encoding"] == "paper"]
+    assert plots.sampler_histograms(paper_only, [])["quantile"] == {}
+
+
+@needs_mpl
+def test_md_directory_draws_the_sampler_figures(sampler_dirs, tmp_path, capsys):
+    md, _ = sampler_dirs
+    out = tmp_path / "figures"
+    assert main([str(md), "--only", "accuracy,histograms", "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {"accuracy.png", "class-histograms.png"}
+    for name in ("accuracy.png", "class-histograms.png"):
+        _assert_png(out / name)
+    assert "warning" not in capsys.readouterr().err
+    md_recs = _loaded(md)
+    data = plots.sampler_histograms(md_recs, [])
+    path = plots.plot_sampler_histograms(data, tmp_path / "md-only.png")  # no uniform twins
+    _assert_png(path)
+    path = plots.plot_sampler_accuracy(
+        plots.sampler_accuracy_table(md_recs, []), tmp_path / "acc.png"
+    )
+    _assert_png(path)
+
+
+@needs_mpl
+def test_md_directory_without_uniform_records(sampler_dirs, tmp_path, capsys):
+    """The default uniform directory missing: a note and md-only figures; a --uniform that
+    does not exist: one error line."""
+    md, uniform = sampler_dirs
+    out = tmp_path / "figures"
+    lone = tmp_path / "lone" / "md"
+    lone.mkdir(parents=True)
+    for p in md.glob("*.json"):
+        (lone / p.name).write_text(p.read_text())
+    assert main([str(lone), "--only", "accuracy,histograms", "--out", str(out)]) == 0
+    assert "no uniform-sampler records to compare with" in capsys.readouterr().err
+    _assert_png(out / "class-histograms.png")
+    missing = tmp_path / "nowhere"
+    args = [str(md), "--only", "accuracy", "--uniform", str(missing), "--out", str(out)]
+    assert main(args) == 2
+    assert str(missing) in _one_error_line(capsys)

@@ -4,6 +4,7 @@ gate, and a bad record or reference is one `error:` line with exit 2."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import subprocess
@@ -35,8 +36,10 @@ ADDED = [
 ]
 
 
-def run_record(name=LJ, scale="ci", seed=0, joint=0.7, share=0.4, median=0.5) -> dict:
-    case = registry.get_case(name)
+def run_record(
+    name=LJ, scale="ci", seed=0, joint=0.7, share=0.4, median=0.5, baselines=None
+) -> dict:
+    case = registry.get_case(name) if isinstance(name, str) else name
     majority = 0.2
     conf = np.zeros((10, 10), dtype=int)
     conf[:, 4] = 40
@@ -51,7 +54,7 @@ def run_record(name=LJ, scale="ci", seed=0, joint=0.7, share=0.4, median=0.5) ->
             "top_class_share": share,
             "collapsed": records.did_not_learn(joint, majority, share),
         },
-        baselines={"majority": majority, "cell_centre": 0.8, "bayes_limit": 0.8},
+        baselines=baselines or {"majority": majority, "cell_centre": 0.8, "bayes_limit": 0.8},
         history=[{"epoch": 1, "loss": 1.0}],
         best_epoch=1,
         training={},
@@ -117,6 +120,45 @@ def test_readme_option_rewrites_only_the_marked_sections(tmp_path, capsys):
     assert main(["report", "--readme", str(readme)]) == 0
     assert readme.read_text(encoding="utf-8") == good
     assert main(["report", "--readme", str(readme), "--check"]) == 0
+
+
+MD = "md-lj-rho0.50-t1.00-w8-n28"
+MD_BASE = {"majority": 0.25, "cell_centre": 0.61, "bayes_limit": None, "uniform_bayes": 0.611}
+UNIFORM_BASE = {"majority": 0.21, "cell_centre": 0.81, "bayes_limit": 0.82}
+
+
+def test_sampler_table_puts_md_beside_uniform(tmp_path):
+    """One row per md setting (registry order): its baselines and LeNet/forcemap accuracies on
+    md beside the same setting's uniform ones (seeds averaged), the md Bayes cell the footnoted
+    uniform-gas classifier; other variants, encodings, scales and unmatched settings stay out."""
+    md, uniform = tmp_path / "md", tmp_path / "paper"
+    for name, joint in [("lenet-paper", 0.58), ("forcemap-paper", 0.62), ("lenet-quantile", 0.9)]:
+        write(md, run_record(f"{MD}-{name}", scale="paper", joint=joint, baselines=MD_BASE))
+    dense = {**MD_BASE, "majority": 0.245, "uniform_bayes": 0.569}
+    name = "md-lj-rho0.70-t1.00-w8-n28-forcemap-paper"
+    write(md, run_record(name, scale="paper", joint=0.57, baselines=dense))  # no uniform twin
+    for seed, joint in [(0, 0.71), (1, 0.72)]:
+        write(uniform, run_record(LJ, "paper", seed, joint, baselines=UNIFORM_BASE))
+    forcemap = "lj-rho0.50-w8-n28-forcemap-paper"
+    write(uniform, run_record(forcemap, "paper", joint=0.80, baselines=UNIFORM_BASE))
+    write(uniform, run_record(forcemap, "ci", joint=0.9, baselines=UNIFORM_BASE))
+    joint_d4 = dataclasses.replace(registry.get_case(LJ), head="joint", augment=True)
+    for other in [joint_d4, "coulomb-rho0.50-w5-n28-lenet-paper"]:
+        write(uniform, run_record(other, "paper", joint=0.99, baselines=UNIFORM_BASE))
+    text = report.sampler_table(tmp_path)
+    lines = text.splitlines()
+    assert lines[0].startswith("| setting (n = 28, paper encoding, T = 1) | majority, md |")
+    assert "| Bayes limit, md¹ | Bayes limit, uniform | LeNet, md | LeNet, uniform |" in lines[0]
+    assert lines[2:4] == [
+        "| LJ ρ = 0.5, W = 8 | 0.250 | 0.210 | 0.610 | 0.810 | 0.611¹ | 0.820 | 0.580 "
+        "| 0.715 ± 0.007 | 0.620 | 0.800 |",
+        "| LJ ρ = 0.7, W = 8 | 0.245 |  | 0.610 |  | 0.569¹ |  |  |  | 0.570 |  |",
+    ]
+    assert lines[4] == "" and len(lines) == 6  # the two settings, then the footnote
+    assert lines[5] == report.SAMPLER_FOOTNOTE
+    assert "¹ `md` data have no Bayes limit" in lines[5] and "`uniform_bayes`" in lines[5]
+    readme = "x\n<!-- mdkeras:table samplers -->\nold\n<!-- /mdkeras:table -->\n"
+    assert report.render_readme(readme, tmp_path) == readme.replace("old\n", text)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from mdkeras.config import SCALES, Case
+from mdkeras.config import SCALES, Case, Scale
 from mdkeras.datasets import DatasetSpec
 from mdkeras.errors import MdkerasError
 from mdkeras.training import run_case
@@ -161,3 +161,85 @@ def test_a_new_sampler_entry_runs_end_to_end(tmp_path, monkeypatch):
     assert rec["paper_reference"] is None
     spec = DatasetSpec("lj", 0.5, 8.0, 16, 2_000, 0, sampler="lattice", temperature=1.0)
     assert rec["dataset_key"] == spec.key() != DatasetSpec("lj", 0.5, 8.0, 16, 2_000, 0).key()
+
+
+# --- the force head ------------------------------------------------------------------------
+
+FORCE_SCALE = Scale("force-tiny", samples=2_500, max_epochs=4, patience=2)
+
+
+@pytest.fixture(scope="module")
+def force_records(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    models = tmp_path_factory.mktemp("models")
+    case = Case("coulomb", 0.5, 5.0, 16, head="force")
+    first = run_case(case, FORCE_SCALE, 0, cache_dir=cache, verbose=0, model_dir=models)
+    second = run_case(case, FORCE_SCALE, 0, cache_dir=cache, verbose=0)
+    return first, second, models
+
+
+def test_force_head_learns_below_the_zero_force(force_records):
+    rec, _, _ = force_records
+    m, b = rec["metrics"], rec["baselines"]
+    assert rec["case_name"] == "coulomb-rho0.50-w5-n16-lenet-force"
+    assert m["force_mae"] < 0.97 * b["zero"]["force_mae"]
+    assert m["force_median_ae"] < 0.8 * b["zero"]["force_median_ae"]
+    # the physics baselines: the cell-centre oracle and the recovered linear predictor
+    assert b["cell_centre_force"]["force_median_ae"] < b["zero"]["force_median_ae"]
+    assert b["linear_predictor"]["force_mae"] < b["zero"]["force_mae"]
+    val = [h["val_force_huber"] for h in rec["history"]]
+    assert rec["best_epoch"] == int(np.argmin(val)) + 1
+
+
+def test_force_head_is_deterministic_under_a_seed(force_records):
+    a, b, _ = force_records
+    assert a["metrics"] == b["metrics"]
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+
+
+def test_force_record_validates_and_holds_the_loss_and_the_model(force_records, tmp_path):
+    from mdkeras.models import force_predictor, load_force_model
+    from mdkeras.records import load_record, write_record
+    from mdkeras.training import FORCE_HUBER_DELTA, force_scale, model_path
+
+    rec, other, models = force_records
+    loaded = load_record(write_record(tmp_path / "r.json", rec), kind="run")
+    assert loaded["metrics"] == rec["metrics"] and loaded["fraction_of_bayes"] is None
+    assert rec["confusion"] is None and rec["encoder"] is None and "model_file" not in other
+    t = rec["training"]
+    assert t["loss"] == "huber" and t["huber_delta"] == FORCE_HUBER_DELTA * t["force_scale"]
+    path = model_path(models, Case("coulomb", 0.5, 5.0, 16, head="force"), FORCE_SCALE, 0)
+    assert (
+        rec["model_file"]
+        == path.name
+        == "coulomb-rho0.50-w5-n16-lenet-force--force-tiny--seed0.keras"
+    )
+    model = load_force_model(path)
+    assert float(model.get_layer("force").scale) == t["force_scale"]
+    grids = np.zeros((3, 16, 16), np.uint8)
+    assert force_predictor(model)(grids).shape == (3, 2)
+    with pytest.raises(MdkerasError, match="robust scale"):
+        force_scale(np.zeros((10, 2)))
+    broken = {**rec, "metrics": {**rec["metrics"], "force_rmse": "big"}}
+    with pytest.raises(MdkerasError, match="force_rmse"):
+        load_record(write_record(tmp_path / "bad.json", broken))
+
+
+def test_force_head_with_augmentation_trains(tmp_path):
+    case = Case("coulomb", 0.5, 5.0, 16, head="force", augment=True)
+    scale = Scale("force-tiny", samples=1_000, max_epochs=1)
+    rec = run_case(case, scale, 0, cache_dir=tmp_path, verbose=0)
+    assert rec["case_name"] == "coulomb-rho0.50-w5-n16-lenet-force-d4"
+    assert np.isfinite(rec["history"][0]["loss"]) and np.isfinite(rec["metrics"]["force_mae"])
+
+
+@pytest.mark.parametrize(
+    ("axes", "message"),
+    [
+        ({"encoding": "quantile"}, "encoding='quantile' does not apply to head 'force'"),
+        ({"classes": 20}, "classes=20 does not apply to head 'force'"),
+    ],
+)
+def test_force_head_rejects_class_options(axes, message):
+    with pytest.raises(MdkerasError, match=message):
+        Case("lj", 0.5, 8.0, 28, head="force", **axes)

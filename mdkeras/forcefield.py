@@ -1,0 +1,53 @@
+"""A learned force field for MD: a force-head model (`head="force"`) predicting every particle's
+force from its occupancy grid, each step, handed to LAMMPS through `fix external`.
+
+What it is, and what that implies for the scores: the predicted force on a particle depends on
+its own window only, so nothing makes it the gradient of an energy (no energy, not conservative)
+or antisymmetric between pairs (no Newton's third law: total momentum is not conserved). The MD
+records therefore carry the momentum drift and the NVE drift of kinetic + true potential energy,
+and the pressure of the true potential on the frames (the field has no virial of its own).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from mdkeras import engine, models
+from mdkeras.descriptors import featurize
+from mdkeras.simulate import ForceSource
+
+# `pair_style zero` only sizes LAMMPS's neighbour lists here (nothing uses them): any small
+# cut-off is right, and a small one keeps the lists cheap.
+NEIGHBOUR_CUTOFF = 1.0
+
+
+def learned_field(model, *, potential: str, window: float, grid: int) -> Callable:
+    """`field(positions (N, 2), box) -> forces (N, 2)`: every particle's grid (`featurize`, the
+    descriptor the model was trained on), then the model's forces in physical units."""
+    predict = models.force_predictor(model)
+
+    def field(positions, box):
+        targets = np.arange(len(positions))
+        grids, _ = featurize(positions, box, targets, potential=potential, window=window, grid=grid)
+        return predict(grids)
+
+    return field
+
+
+def learned_source(case, path: str | Path) -> ForceSource:
+    """The force source of a trained force-head `case`'s model file (`.keras`)."""
+    path = Path(path)
+    model = models.load_force_model(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    identity = {
+        "kind": "learned",
+        "case": case.name,
+        "model_file": path.name,
+        "model_sha256": digest,
+    }
+    field = learned_field(model, potential=case.potential, window=case.window, grid=case.grid)
+    return ForceSource("learned", engine.ideal_gas(NEIGHBOUR_CUTOFF), identity, field=field)

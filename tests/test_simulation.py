@@ -1,0 +1,184 @@
+"""`python -m benchmarks md` and `mdkeras.simulate`: the MD protocol with the truth and with a
+recovered table, its records, resume, the comparison table, and one error line on bad input."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import simulation, simulation_report
+from benchmarks.cli import main as cli_main
+from mdkeras import engine, simulate
+from mdkeras.errors import MdkerasError
+from mdkeras.records import load_record
+
+try:
+    engine.lammps_version()
+    MISSING = None
+except MdkerasError as err:
+    MISSING = str(err)
+needs_lammps = pytest.mark.skipif(MISSING is not None, reason=f"LAMMPS unavailable: {MISSING}")
+
+ROOT = Path(__file__).resolve().parents[1]
+LJ_RECOVERY = ROOT / "results/recovery/lj-rho0.50-w8-n28--paper-s250000--seed0.json"
+COULOMB_RECOVERY = ROOT / "results/recovery/coulomb-rho0.50-w5-n28--paper-s250000--seed0.json"
+SMALL = ["--particles", "200", "--steps", "400", "--nve-steps", "500"]
+
+
+def md_main(args):
+    return simulation.main([str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def md_dir(tmp_path_factory):
+    """The truth and the recovered LJ potential at rho = 0.5, two seeds, N = 200."""
+    if MISSING is not None:
+        pytest.skip(f"LAMMPS unavailable: {MISSING}")
+    out = tmp_path_factory.mktemp("md")
+    code = md_main(
+        ["-k", "lj-rho0.50-t1.00", "--model", "recovered", "--recovery", LJ_RECOVERY]
+        + ["--seeds", "0,1", "--out", out, *SMALL]
+    )
+    assert code == 0
+    return out
+
+
+@needs_lammps
+def test_a_model_run_brings_the_truth_at_the_same_seeds_and_valid_records(md_dir):
+    names = sorted(p.name for p in md_dir.glob("*--seed*.json"))
+    tag = "recovered_from_lj-rho0.50-w8-n28--paper-s250000--seed0".replace("--", "_")
+    assert names == sorted(
+        [f"lj-rho0.50-t1.00--true--seed{s}.json" for s in (0, 1)]
+        + [f"lj-rho0.50-t1.00--{tag}--seed{s}.json" for s in (0, 1)]
+    )
+    record = load_record(md_dir / f"lj-rho0.50-t1.00--{tag}--seed0.json", kind="simulation")
+    assert record["state"] == {
+        "name": "lj-rho0.50-t1.00",
+        "potential": "lj",
+        "density": 0.5,
+        "temperature": 1.0,
+        "particles": 200,
+    }
+    assert record["source"]["identity"]["fit"] == "parametric"
+    assert record["schedule"]["steps"] == 400 and record["schedule"]["nve_steps"] == 500
+    obs = record["observables"]
+    assert len(obs["rdf"]["r"]) == len(obs["rdf"]["g"]) == simulate.RDF_BINS
+    assert obs["temperature"]["mean"] == pytest.approx(1.0, abs=0.15)
+    assert set(record["provenance"]) >= {"git_commit", "timestamp"}
+    table = md_dir / "tables" / record["source"]["identity"]["table"]
+    text = table.read_text()
+    assert text.startswith("# mdkeras") and "pair_style table spline" in text
+
+
+@needs_lammps
+def test_recovered_lj_is_close_to_the_truth_and_the_truth_own_energy_is_its_true_energy(md_dir):
+    for path in md_dir.glob("*--true--seed*.json"):
+        obs = load_record(path, kind="simulation")["observables"]
+        # the true potential evaluated in Python on the frames is LAMMPS's own energy, pressure
+        assert obs["true_potential_energy"]["mean"] == pytest.approx(
+            obs["potential_energy"]["mean"], abs=3 * obs["potential_energy"]["sem"] + 1e-3
+        )
+        assert obs["true_pressure"]["mean"] == pytest.approx(
+            obs["pressure"]["mean"], abs=3 * obs["pressure"]["sem"] + 1e-2
+        )
+    table = simulation_report.summarize_dir(md_dir)
+    model = table[table["source"] != "true"].iloc[0]
+    assert model["seeds"] == 2 and not np.isnan(model["g_error"])
+    assert abs(model["energy_z"]) < 5  # A, B within 0.2 % of the truth: no visible difference
+
+
+@needs_lammps
+def test_resume_keeps_finished_records_and_without_it_refuses(md_dir, capsys):
+    before = {p: p.stat().st_mtime_ns for p in md_dir.glob("*--seed*.json")}
+    args = ["-k", "lj-rho0.50-t1.00", "--model", "recovered", "--recovery", LJ_RECOVERY]
+    args += ["--seeds", "0,1", "--out", md_dir, *SMALL]
+    assert md_main([*args, "--resume"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in md_dir.glob("*--seed*.json")} == before
+    assert "skipping" in capsys.readouterr().err
+    assert md_main(args) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert md_main([*args[:-6], "--particles", "100", "--steps", "400", "--resume"]) == 2
+    assert "cannot reuse" in capsys.readouterr().err
+
+
+@needs_lammps
+def test_report_command_summarises_a_simulation_directory(md_dir, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(md_dir, copy)
+    assert cli_main(["report", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert "lj-rho0.50-t1.00" in out and "reference" in out
+    assert (copy / "summary.csv").is_file() and (copy / "summary.md").is_file()
+
+
+@needs_lammps
+def test_start_positions_are_the_true_minimised_placement_and_seeded():
+    a = simulate.start_positions("lj", 0.5, 200, 3)
+    b = simulate.start_positions("lj", 0.5, 200, 3)
+    c = simulate.start_positions("lj", 0.5, 200, 4)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    d = a[:, None, :] - a[None, :, :]
+    box = np.sqrt(200 / 0.5)
+    d -= box * np.round(d / box)
+    r = np.hypot(d[..., 0], d[..., 1])[np.triu_indices(200, 1)]
+    assert r.min() > 0.8  # minimised: no near-overlap left
+
+
+@needs_lammps
+def test_same_seed_same_observables():
+    plan = simulate.schedule("lj", 0.5, 1.0, steps=200, nve_steps=500)
+    runs = [
+        simulate.run("lj", 0.5, 1.0, simulate.true_source("lj"), seed=5, plan=plan, particles=100)
+        for _ in range(2)
+    ]
+    for name in ("temperature", "pressure", "unwrapped", "structure", "nve_true_energy"):
+        assert np.array_equal(getattr(runs[0], name), getattr(runs[1], name)), name
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-k", "argon"], "matches no MD state"),
+        (["-k", "lj-rho0.50", "--model", "recovered", "--recovery", COULOMB_RECOVERY], "coulomb"),
+        (["-k", "lj-rho0.50", "--model", "recovered", "--recovery", "nope.json"], "nope.json"),
+        (["-k", "lj-rho0.50", "--model", "lj-rho0.50-w8-n28-lenet-paper"], "not a force"),
+        (["-k", "lj-rho0.50", "--model", "no-such-model"], "no-such-model"),
+        (["-k", "lj-rho0.50", "--nve-steps", "75"], "nve_steps=75"),
+        (["-k", "lj-rho0.50", "--seeds", "0,0"], "repeats seed 0"),
+    ],
+)
+def test_bad_input_is_one_error_line_before_any_md(args, message, tmp_path, capsys):
+    assert md_main([*args, "--out", tmp_path / "out"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert not list((tmp_path / "out").glob("*.json")) if (tmp_path / "out").exists() else True
+
+
+def test_default_recovery_takes_the_most_samples_of_the_potential_and_sampler():
+    root = ROOT / "results/recovery"
+    assert simulation.default_recovery("lj", "uniform", 0.7, root=root) == LJ_RECOVERY
+    md = simulation.default_recovery("lj", "md", 0.7, root=root)
+    assert json.loads(md.read_text())["physics"]["density"] == 0.7
+    with pytest.raises(MdkerasError, match="no recovery record"):
+        simulation.default_recovery("lj", "uniform", 0.5, root=ROOT / "tests")
+
+
+@needs_lammps
+def test_speed_measurement_runs_every_kind_of_source():
+    for source in (simulate.true_source("lj"), simulate.python_pair_source("lj")):
+        speed = simulate.steps_per_second("lj", 0.5, 1.0, source, particles=200, steps=5)
+        assert np.isfinite(speed) and speed > 0
+
+
+@needs_lammps
+def test_python_pair_source_moves_particles_as_the_native_pair_style():
+    plan = simulate.schedule("lj", 0.5, 1.0, steps=200, nve_steps=500)
+    native, python = (
+        simulate.run("lj", 0.5, 1.0, source, seed=2, plan=plan, particles=100)
+        for source in (simulate.true_source("lj"), simulate.python_pair_source("lj"))
+    )
+    # same start, same velocities, same thermostat noise: equal to round-off for a while
+    assert np.allclose(native.unwrapped[:3], python.unwrapped[:3], atol=1e-6)
+    assert np.allclose(native.pressure[:3], python.pressure[:3], rtol=1e-6)
