@@ -240,6 +240,18 @@ class _Clock:
     def __init__(self, total: int):
         self.total, self.t0 = total, time.monotonic()
 
+    def within(self, k: int, tag: str):
+        """A `progress(fraction)` for run `k`: one line at every further tenth of it."""
+        shown = [0]
+
+        def progress(fraction: float) -> None:
+            tenth = int(fraction * 10)
+            if tenth > shown[0]:
+                shown[0] = tenth
+                self.say(k + fraction, f"{tag} {tenth * 10} % of the MD steps")
+
+        return progress
+
     def say(self, done: float, text: str) -> None:
         elapsed = time.monotonic() - self.t0
         left = f", about {elapsed / done * (self.total - done):.0f} s left" if done > 0 else ""
@@ -300,6 +312,7 @@ def _main(args) -> int:
                 seed=seed,
                 plan=schedule,
                 particles=args.particles,
+                progress=clock.within(k, f"[{k + 1}/{len(plans)}]"),
             )
         except MdkerasError as err:  # e.g. the run lost its atoms: report it, go on
             failed.append(f"{path.name}: {' '.join(str(err).split())}")
