@@ -162,15 +162,20 @@ def to_markdown(df: pd.DataFrame) -> str:
             label(row["source"]),
             str(row["seeds"]),
             f"{g} ({floor})" if g else f"— ({floor})",
-            f"{row['pressure']:.4f} ± {row['pressure_se']:.4f}{z['pressure']}",
-            f"{row['energy']:.4f} ± {row['energy_se']:.4f}{z['energy']}",
-            f"{row['D']:.4f} ± {row['D_se']:.4f}{z['D']}",
+            f"{_num(row['pressure'])} ± {_num(row['pressure_se'])}{z['pressure']}",
+            f"{_num(row['energy'])} ± {_num(row['energy_se'])}{z['energy']}",
+            f"{_num(row['D'])} ± {_num(row['D_se'])}{z['D']}",
             f"{drift:.1e}",
             _stable(row),
             verdict(row),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _num(x: float) -> str:
+    """4 decimals, or 3 significant digits for a value beyond 10⁴ (a run that blew up)."""
+    return f"{x:.4f}" if abs(x) < 1e4 else f"{x:.3g}"
 
 
 def label(tag: str) -> str:

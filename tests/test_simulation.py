@@ -182,3 +182,42 @@ def test_python_pair_source_moves_particles_as_the_native_pair_style():
     # same start, same velocities, same thermostat noise: equal to round-off for a while
     assert np.allclose(native.unwrapped[:3], python.unwrapped[:3], atol=1e-6)
     assert np.allclose(native.pressure[:3], python.pressure[:3], rtol=1e-6)
+
+
+@needs_lammps
+def test_a_learned_force_field_drives_md_through_fix_external(tmp_path):
+    """An (untrained) forcemap force head saved like a trained one: the md command loads it,
+    drives LAMMPS with its forces and records the momentum it does not conserve."""
+    from benchmarks import registry
+    from mdkeras import forcefield, models
+    from mdkeras.descriptors import featurize
+
+    case = registry.get_case("md-lj-rho0.50-t1.00-w8-n28-forcemap-force")
+    model = models.build_model("forcemap", 28, head="force", force_scale=3.0)
+    path = tmp_path / f"{case.name}--paper--seed0.keras"
+    model.save(path)
+    field = forcefield.learned_field(model, potential="lj", window=8.0, grid=28)
+    x = np.random.default_rng(0).uniform(0, 20.0, (200, 2))
+    grids, _ = featurize(x, 20.0, np.arange(200), potential="lj", window=8.0, grid=28)
+    expected = model(grids[..., None].astype("float32"), training=False)["force"].numpy()
+    assert np.allclose(field(x, 20.0), expected, rtol=1e-5, atol=1e-6)
+
+    out = tmp_path / "md"
+    args = ["-k", "lj-rho0.50-t1.00", "--model", case.name, "--model-dir", tmp_path]
+    assert md_main([*args, "--seeds", "0", "--out", out, "--no-plots", *SMALL]) == 0
+    learned = list(out.glob(f"*--{case.name}_paper_seed0--seed0.json"))
+    assert len(learned) == 1 and (out / "lj-rho0.50-t1.00--true--seed0.json").is_file()
+    record = load_record(learned[0], kind="simulation")
+    assert record["source"]["identity"]["case"] == case.name
+    assert record["observables"]["potential_energy"] is None  # no energy of its own
+    assert record["observables"]["pressure_source"] == "true potential on the frames"
+    assert record["observables"]["nve"]["momentum_drift"] is not None
+
+
+def test_a_model_for_another_potential_or_missing_file_is_refused(tmp_path, capsys):
+    case = "md-lj-rho0.50-t1.00-w8-n28-forcemap-force"
+    args = ["--model", case, "--model-dir", tmp_path, "--out", tmp_path / "o"]
+    assert md_main(["-k", "coulomb-rho0.50", *args]) == 2
+    assert "learned the lj force" in capsys.readouterr().err
+    assert md_main(["-k", "lj-rho0.50-t1.00", *args]) == 2
+    assert "no trained model" in capsys.readouterr().err
