@@ -121,15 +121,32 @@ def featurize(positions, box, targets, *, potential: str, window: float, grid: i
     if len(targets) == 0:
         return np.zeros((0, n, n), dtype=np.uint8), np.zeros((0, 2), dtype=np.float64)
     t, dx, dy, ix, iy = window_pairs(positions, box, targets, window, n)
-    flat = (t * n + iy) * n + ix
-    counts = np.bincount(flat, minlength=len(targets) * n * n)
+    grids = _count(t, ix, iy, len(targets), n)
+    return grids, sum_forces(potential, t, dx, dy, len(targets), targets=targets)
+
+
+def occupancy(positions, box, targets, *, window: float, grid: int) -> np.ndarray:
+    """The `(T, n, n)` uint8 grids of `featurize` alone, without the window forces: what a
+    learned force field needs every MD step (arguments as for `featurize`)."""
+    positions = _as_positions(positions)
+    box = check_number("box", box, positive=True, noun="a box side")
+    window, n = check_window(window, grid, box)
+    targets = _as_targets(targets, len(positions))
+    if len(targets) == 0:
+        return np.zeros((0, n, n), dtype=np.uint8)
+    t, _, _, ix, iy = window_pairs(positions, box, targets, window, n)
+    return _count(t, ix, iy, len(targets), n)
+
+
+def _count(t, ix, iy, targets: int, n: int) -> np.ndarray:
+    """Cell counts `(targets, n, n)` uint8 of the window pairs `(t, ix, iy)`."""
+    counts = np.bincount((t * n + iy) * n + ix, minlength=targets * n * n)
     if counts.size and counts.max() > MAX_COUNT:
         raise MdkerasError(
             f"a cell holds {int(counts.max())} particles: expected at most {MAX_COUNT} (uint8); "
             "use a finer grid or a lower density."
         )
-    grids = counts.astype(np.uint8).reshape(len(targets), n, n)
-    return grids, sum_forces(potential, t, dx, dy, len(targets), targets=targets)
+    return counts.astype(np.uint8).reshape(targets, n, n)
 
 
 def _as_positions(positions) -> np.ndarray:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mdkeras import engine, models
-from mdkeras.descriptors import featurize
+from mdkeras.descriptors import occupancy
 from mdkeras.simulate import ForceSource
 
 # `pair_style zero` only sizes LAMMPS's neighbour lists here (nothing uses them): any small
@@ -26,14 +26,16 @@ NEIGHBOUR_CUTOFF = 1.0
 
 
 def learned_field(model, *, potential: str, window: float, grid: int) -> Callable:
-    """`field(positions (N, 2), box) -> forces (N, 2)`: every particle's grid (`featurize`, the
-    descriptor the model was trained on), then the model's forces in physical units."""
-    predict = models.force_predictor(model)
+    """`field(positions (N, 2), box) -> forces (N, 2)`: every particle's grid (`occupancy`, the
+    descriptor the model was trained on), then the model's forces in physical units (one XLA-
+    compiled call: inference only, so determinism's limits on XLA do not apply). `potential`
+    names what the model learned; the grids do not depend on it."""
+    del potential
+    predict = models.force_predictor(model, jit_compile=True)
 
     def field(positions, box):
         targets = np.arange(len(positions))
-        grids, _ = featurize(positions, box, targets, potential=potential, window=window, grid=grid)
-        return predict(grids)
+        return predict(occupancy(positions, box, targets, window=window, grid=grid))
 
     return field
 

@@ -616,3 +616,14 @@ def test_sorted_cell_lookup_is_byte_identical_to_the_dense_table(
     )
     np.testing.assert_array_equal(g, g_ref)
     assert_forces_close(f, f_ref, scale)
+
+
+def test_occupancy_is_featurize_without_the_forces():
+    from mdkeras.descriptors import occupancy
+
+    rng = np.random.default_rng(7)
+    x = rng.uniform(0, 20.0, (300, 2))
+    targets = np.arange(0, 300, 3)
+    grids, _ = featurize(x, 20.0, targets, potential="lj", window=8.0, grid=28)
+    assert np.array_equal(occupancy(x, 20.0, targets, window=8.0, grid=28), grids)
+    assert occupancy(x, 20.0, [], window=8.0, grid=28).shape == (0, 28, 28)
