@@ -129,6 +129,7 @@ class Interaction:
     cutoff: float
     commands: tuple[str, ...]
     table: str | None = None
+    inner: float | None = None  # a table's smallest radius: LAMMPS stops a run that goes below
 
     def describe(self) -> dict:
         """JSON-ready identity: name, cut-off, commands and the table's SHA-256 (if any)."""
@@ -201,13 +202,18 @@ def tabulated(
         f"pair_style table spline {points}",
         f"pair_coeff 1 1 {{table}} {keyword} {cutoff:.17g}",
     )
-    return Interaction(name, cutoff, commands, "\n".join(lines) + "\n")
+    return Interaction(name, cutoff, commands, "\n".join(lines) + "\n", inner=float(inner))
 
 
 def inner_radius(energy, cutoff: float, *, barrier: float = INNER_ENERGY) -> float:
     """The outermost `r < cutoff` where the shifted energy `energy(r) - energy(cutoff)` reaches
     `barrier` (a table's inner end), to 1e-12 relative; one error if it never does above
     `1e-6 cutoff` (the core is not repulsive enough to tabulate)."""
+    if not barrier > 0:
+        raise MdkerasError(
+            f"barrier={barrier!r} is not allowed: expected a positive energy (e.g. 50 kT) for "
+            "the table's inner end."
+        )
     r = np.geomspace(1e-6 * cutoff, cutoff, 2_001)
     with np.errstate(all="ignore"):
         above = np.asarray(energy(r), np.float64) - float(energy(cutoff)) >= barrier

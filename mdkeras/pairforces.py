@@ -123,3 +123,20 @@ def pair_forces(
         virial[1] += 0.5 * float(np.sum(g * d[:, 1] * d[:, 1]))
         virial[3] += 0.5 * float(np.sum(g * d[:, 0] * d[:, 1]))
     return forces, energy, virial
+
+
+def closest_distance(positions, box: float, *, within: float = 2.0) -> float:
+    """The smallest minimum-image pair distance of `(N, 2)` positions in a periodic box of side
+    `box`, or `within` if no pair is closer (reduced lengths)."""
+    x = np.mod(check_finite("positions", positions), box)
+    cell, members = _candidates(x, float(box), float(within))
+    best = float(within)
+    for lo in range(0, len(x), CHUNK):
+        i = np.arange(lo, min(lo + CHUNK, len(x)))
+        j = members[cell[i]]
+        d = x[np.clip(j, 0, None)] - x[i, None, :]
+        d -= box * np.round(d / box)
+        r = np.hypot(d[..., 0], d[..., 1])
+        r[(j < 0) | (j == i[:, None])] = np.inf
+        best = min(best, float(r.min()))
+    return best

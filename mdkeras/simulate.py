@@ -167,6 +167,21 @@ def start_positions(potential: str, density: float, particles: int, seed: int) -
         return sim.positions()
 
 
+def check_covers(source: ForceSource, start: np.ndarray, box: float) -> None:
+    """One error if `source`'s table starts above the closest pair of `start` (LAMMPS would
+    stop the run on its first step): before any MD."""
+    inner = source.interaction.inner
+    if inner is None:
+        return
+    closest = pairforces.closest_distance(start, box)
+    if closest <= inner:
+        raise MdkerasError(
+            f"the {source.interaction.name} table starts at r = {inner:.4g} but the start has a "
+            f"pair at r = {closest:.4g}: expected a table that covers the closest approach; "
+            "export it with a higher energy barrier (tables.export(..., barrier=...))."
+        )
+
+
 def run(
     potential: str,
     density: float,
@@ -182,6 +197,7 @@ def run(
     check_potential(potential)
     t0 = time.perf_counter()
     start = start_positions(potential, density, particles, seed)
+    check_covers(source, start, math.sqrt(particles / density))
     sim = engine.Simulation(
         particles=particles, density=density, interaction=source.interaction, seed=seed
     )

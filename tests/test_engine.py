@@ -429,3 +429,14 @@ def test_bad_external_forces_stop_the_run_with_one_error_line():
         sim.external(lambda s, x: good)  # the run goes on with a good force
         sim.run(10)
         assert np.all(sim.forces() == 0)
+
+
+def test_closest_distance_is_the_brute_force_minimum_image_one():
+    rng = np.random.default_rng(3)
+    for n, box in ((50, 4.0), (400, 20.0)):
+        x = rng.uniform(0, box, (n, 2))
+        d = x[:, None, :] - x[None, :, :]
+        d -= box * np.round(d / box)
+        r = np.hypot(d[..., 0], d[..., 1])[np.triu_indices(n, 1)]
+        expected = min(r.min(), 2.0)
+        assert pairforces.closest_distance(x, box) == pytest.approx(expected, rel=1e-12)

@@ -12,6 +12,7 @@ from benchmarks import simulation, simulation_report
 from benchmarks.cli import main as cli_main
 from mdkeras import engine, simulate
 from mdkeras.errors import MdkerasError
+from mdkeras.potentials import get
 from mdkeras.records import load_record
 
 try:
@@ -221,3 +222,20 @@ def test_a_model_for_another_potential_or_missing_file_is_refused(tmp_path, caps
     assert "learned the lj force" in capsys.readouterr().err
     assert md_main(["-k", "lj-rho0.50-t1.00", *args]) == 2
     assert "no trained model" in capsys.readouterr().err
+
+
+@needs_lammps
+def test_a_table_that_does_not_cover_the_closest_approach_is_refused_before_md():
+    lj = get("lj")
+    u_cut = float(lj.energy(lj.md_cutoff))
+    table = engine.tabulated(  # the true LJ, but starting beyond the well, at r = 1.2
+        "lj",
+        lambda r: r * lj.force_over_r(r * r),
+        lambda r: lj.energy(r) - u_cut,
+        cutoff=lj.md_cutoff,
+        inner=1.2,
+    )
+    source = simulate.ForceSource("recovered", table, {"kind": "recovered"})
+    plan = simulate.schedule("lj", 0.5, 1.0, steps=200, nve_steps=500)
+    with pytest.raises(MdkerasError, match="covers the closest approach"):
+        simulate.run("lj", 0.5, 1.0, source, seed=0, plan=plan, particles=200)
