@@ -102,36 +102,24 @@ def _register_defaults() -> None:
         PHYSICS, GRIDS, ARCHITECTURES, ENCODINGS
     ):
         register_case(Case(potential, density, window, grid, architecture=arch, encoding=enc))
-    for (potential, density, window, temperature), arch, enc in itertools.product(
-        MD_PHYSICS, ARCHITECTURES, ENCODINGS
-    ):
-        register_case(
-            Case(
-                potential,
-                density,
-                window,
-                MD_GRID,
-                architecture=arch,
-                encoding=enc,
-                sampler="md",
-                temperature=temperature,
-            )
+
+    def md_case(physics, architecture, **axes) -> Case:
+        potential, density, window, temperature = physics
+        return Case(
+            potential,
+            density,
+            window,
+            MD_GRID,
+            architecture=architecture,
+            sampler="md",
+            temperature=temperature,
+            **axes,
         )
-    for (potential, density, window, temperature), arch in itertools.product(
-        FORCE_PHYSICS, ARCHITECTURES
-    ):
-        register_case(
-            Case(
-                potential,
-                density,
-                window,
-                MD_GRID,
-                architecture=arch,
-                head="force",
-                sampler="md",
-                temperature=temperature,
-            )
-        )
+
+    for physics, arch, enc in itertools.product(MD_PHYSICS, ARCHITECTURES, ENCODINGS):
+        register_case(md_case(physics, arch, encoding=enc))
+    for physics, arch in itertools.product(FORCE_PHYSICS, ARCHITECTURES):
+        register_case(md_case(physics, arch, head="force"))
 
 
 def case_names() -> list[str]:

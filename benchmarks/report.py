@@ -229,10 +229,16 @@ def _mean_sd(mean: float, sd: float, n: int) -> str:
 
 def report(directory: str | os.PathLike) -> pd.DataFrame:
     """Summarise `directory`, write `summary.csv` and `summary.md` there atomically, return it."""
-    directory = Path(directory)
     df = summarize_dir(directory)
+    return write_summary(directory, df, to_markdown(df))
+
+
+def write_summary(directory: str | os.PathLike, df: pd.DataFrame, markdown: str) -> pd.DataFrame:
+    """Write `df` as `directory/summary.csv` and `markdown` as `directory/summary.md`, each
+    atomically (run and simulation directories alike); return `df`."""
+    directory = Path(directory)
     atomic_write(directory / "summary.csv", df.to_csv(index=False))
-    atomic_write(directory / "summary.md", to_markdown(df))
+    atomic_write(directory / "summary.md", markdown)
     return df
 
 

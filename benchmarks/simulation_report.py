@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.report import write_summary
 from mdkeras import observables
 from mdkeras.errors import MdkerasError
-from mdkeras.files import atomic_write
 from mdkeras.records import load_record, read_json
 
 GLOB = "*--*--seed*.json"
@@ -197,8 +197,5 @@ def summarize_dir(directory: str | os.PathLike) -> pd.DataFrame:
 
 def report(directory: str | os.PathLike) -> pd.DataFrame:
     """Summarise `directory`'s simulation records into summary.csv and summary.md there."""
-    directory = Path(directory)
     df = summarize_dir(directory)
-    atomic_write(directory / "summary.csv", df.to_csv(index=False))
-    atomic_write(directory / "summary.md", to_markdown(df))
-    return df
+    return write_summary(directory, df, to_markdown(df))

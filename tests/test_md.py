@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from lammps_marks import MISSING, needs_lammps
 from scipy import stats
 from scipy.spatial import cKDTree
 
@@ -14,13 +15,6 @@ from mdkeras.datasets import split_groups
 from mdkeras.descriptors import featurize
 from mdkeras.errors import MdkerasError
 from mdkeras.potentials import pair_force
-
-try:
-    engine.lammps_version()
-    MISSING = None
-except MdkerasError as err:
-    MISSING = str(err)
-needs_lammps = pytest.mark.skipif(MISSING is not None, reason=f"LAMMPS unavailable: {MISSING}")
 
 N = 1_000
 

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from lammps_marks import needs_lammps
 
 from mdkeras import engine, observables
 from mdkeras.errors import MdkerasError
@@ -20,13 +21,6 @@ from mdkeras.observables import (
     stability,
     unwrap,
 )
-
-try:
-    engine.lammps_version()
-    MISSING = None
-except MdkerasError as err:
-    MISSING = str(err)
-needs_lammps = pytest.mark.skipif(MISSING is not None, reason=f"LAMMPS unavailable: {MISSING}")
 
 
 def one_line(match):

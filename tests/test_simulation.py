@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lammps_marks import MISSING, needs_lammps
 
 from benchmarks import simulation, simulation_report
 from benchmarks.cli import main as cli_main
@@ -14,13 +15,6 @@ from mdkeras import engine, simulate
 from mdkeras.errors import MdkerasError
 from mdkeras.potentials import get
 from mdkeras.records import load_record
-
-try:
-    engine.lammps_version()
-    MISSING = None
-except MdkerasError as err:
-    MISSING = str(err)
-needs_lammps = pytest.mark.skipif(MISSING is not None, reason=f"LAMMPS unavailable: {MISSING}")
 
 ROOT = Path(__file__).resolve().parents[1]
 LJ_RECOVERY = ROOT / "results/recovery/lj-rho0.50-w8-n28--paper-s250000--seed0.json"
