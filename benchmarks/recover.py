@@ -6,7 +6,10 @@ split, deconvolve it into `f(r)` (`mdkeras.recovery`), and write per setting
 
 - `{setting}--{scale}--seed{seed}.json`: fitted parameters ± bootstrap error, relative error vs
   the truth, kernel agreement, free-form shells, the linear predictor's joint accuracy beside the
-  baselines for each encoding of the selected cases, provenance;
+  baselines for each encoding of the selected cases, provenance. `--method` (default `auto`:
+  `equilibrium` for `md` data, else `uniform`) picks the deconvolution; an equilibrium record
+  also holds the uniform-assumption fit and every MD iteration (seed, parameters, seconds), and
+  its name carries the method: `{setting}--{scale}-equilibrium--seed{seed}.json`;
 - `{setting}--{scale}--seed{seed}-force.png`: recovered vs true `f(r)` (log-log for Coulomb,
   linear around the well for LJ), and `...-kernel.png`: learned vs true kernel maps.
 
@@ -37,8 +40,8 @@ from mdkeras.encoding import ENCODINGS
 from mdkeras.errors import MdkerasError
 from mdkeras.files import atomic_writer
 from mdkeras.potentials import POTENTIALS, pair_force
-from mdkeras.records import build_recovery_record, write_record
-from mdkeras.recovery import BOOTSTRAP, recover
+from mdkeras.records import build_recovery_record, recovery_stem, write_record
+from mdkeras.recovery import BOOTSTRAP, MAX_ITERATIONS, METHODS, recover, resolve_method
 
 PROG = "python -m benchmarks recover"
 DEFAULT_OUT = Path("results") / "runs" / "recovery"  # never the committed results/ unless asked
@@ -71,6 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=BOOTSTRAP,
         metavar="B",
         help=f"bootstrap replicates over configurations (default {BOOTSTRAP})",
+    )
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="auto",
+        help="auto (default: equilibrium for md data, else uniform), uniform (neighbours uniform "
+        "in their cells) or equilibrium (g-weighted cell averages, iterated with MD)",
+    )
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=MAX_ITERATIONS,
+        metavar="K",
+        help=f"at most K MD runs of the equilibrium method (default {MAX_ITERATIONS})",
     )
     parser.add_argument("--out", metavar="DIR", help=f"default {DEFAULT_OUT}")
     parser.add_argument("--cache-dir", metavar="DIR", help="dataset cache directory")
@@ -140,6 +157,9 @@ def run_setting(setting: dict, args, samples: int, scale_name: str) -> tuple[dic
         bootstrap=args.bootstrap,
         seed=args.seed,
         bayes=not args.no_bayes,
+        method=args.method,
+        iterations=args.iterations,
+        progress=lambda message: _progress(f"  {setting['name']}: {message}"),
     )
     t2 = time.perf_counter()
     from mdkeras.provenance import provenance  # imports TensorFlow (device name)
@@ -232,6 +252,11 @@ def plot_force(record: dict, arrays: dict, path: Path) -> None:
     ax.plot(r, pair_force(potential, r), "k-", lw=2, label="true f(r)")
     ax.plot(r, model_force(potential, params, r), "C3--", label=f"fit: {label}")
     ax.fill_between(r, *np.percentile(band, [16, 84], axis=0), color="C3", alpha=0.25, lw=0)
+    uniform = record.get("uniform_fit")
+    if uniform is not None:  # the equilibrium method: the uniform-assumption fit beside it
+        plain = {k: v["value"] for k, v in uniform["parameters"].items()}
+        shown = ", ".join(f"{k} = {v:.4g}" for k, v in plain.items())
+        ax.plot(r, model_force(potential, plain, r), ":", color="0.45", label=f"uniform: {shown}")
     ax.errorbar(
         mid[keep],
         shells[keep],
@@ -268,7 +293,8 @@ def plot_force(record: dict, arrays: dict, path: Path) -> None:
     phys = record["physics"]
     ax.set_title(
         f"{potential} ρ={phys['density']:g} W={phys['window']:g} n={phys['grid']}: "
-        f"{record['model']}, {record['samples']:,} samples",
+        f"{record['model']}, {record['samples']:,} samples"
+        + (f", {record['method']} method" if record.get("method", "uniform") != "uniform" else ""),
         fontsize=10,
     )
     ax.legend(fontsize=8)
@@ -341,11 +367,14 @@ def _main(argv) -> int:
     if args.cache_dir is not None:
         check_directory("--cache-dir", args.cache_dir, create=True)
     check_directory("--out", args.out, create=True)
+    check_int("--iterations", args.iterations, min=1)
+    for setting in settings:
+        resolve_method(args.method, setting["sampler"])  # one error before any work
     for i, setting in enumerate(settings, 1):
         name = setting["name"]
         _progress(f"[{i}/{len(settings)}] {name}: {samples:,} samples, seed {args.seed}")
         record, arrays = run_setting(setting, args, samples, scale_name)
-        stem = f"{name}--{scale_name}--seed{args.seed}"
+        stem = recovery_stem(record)
         write_record(args.out / f"{stem}.json", record, allow_nan=False)
         if not args.no_plots:
             plot_force(record, arrays, args.out / f"{stem}-force.png")

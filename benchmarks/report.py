@@ -423,7 +423,14 @@ def samples_table(results: Path) -> str:
     return _markdown(headers, rows)
 
 
-SAMPLER_VARIANTS = (("LeNet", "lenet-paper"), ("forcemap", "forcemap-paper"))
+SAMPLER_MODELS = (("LeNet", "lenet"), ("forcemap", "forcemap"))
+
+
+def _sampler_variants(encoding: str) -> tuple[tuple[str, str], ...]:
+    """`(column name, case-name suffix)` of each model in `SAMPLER_MODELS` at `encoding`."""
+    return tuple((name, f"{arch}-{encoding}") for name, arch in SAMPLER_MODELS)
+
+
 SAMPLER_BASELINES = (("majority", "majority"), ("cell centre", "cell_centre"))
 NO_BAYES = "¹"
 SAMPLER_FOOTNOTE = (
@@ -436,13 +443,14 @@ SAMPLER_FOOTNOTE = (
 )
 
 
-def sampler_rows(results: Path, scale: str = "paper") -> list[dict]:
-    """Per `md` physics setting with a `paper`-encoding LeNet or `forcemap` row at `scale` (in
+def sampler_rows(results: Path, scale: str = "paper", encoding: str = "paper") -> list[dict]:
+    """Per `md` physics setting with an `encoding` LeNet or `forcemap` row at `scale` (in
     registry order): its `md` and `uniform` summary rows (`results/md`, `results/paper`) of each
-    of `SAMPLER_VARIANTS` (None where not recorded), matched on potential, density, window and
-    grid, and the rows that give each sampler's baselines (the LeNet one, else `forcemap`'s)."""
+    model (None where not recorded), matched on potential, density, window and grid, and the
+    rows that give each sampler's baselines (the LeNet one, else `forcemap`'s)."""
     from benchmarks.registry import list_cases
 
+    variants = _sampler_variants(encoding)
     md = summarize_dir(results / "md")
     uniform = summarize_dir(results / "paper")
     md = md[(md["sampler"] == "md") & (md["scale"] == scale)]
@@ -450,7 +458,7 @@ def sampler_rows(results: Path, scale: str = "paper") -> list[dict]:
     order = list(dict.fromkeys(c.setting for c in list_cases() if c.sampler == "md"))
     found = {}
     for _, row in md.iterrows():
-        for _, variant in SAMPLER_VARIANTS:
+        for _, variant in variants:
             if row["case"].endswith(f"-{variant}"):
                 found.setdefault(row["case"][: -len(variant) - 1], {})[variant] = row
     rank = {s: i for i, s in enumerate(order)}
@@ -465,22 +473,23 @@ def sampler_rows(results: Path, scale: str = "paper") -> list[dict]:
             & (uniform["grid"] == first["grid"])
         ]
         entry = {"setting": setting, "first": first, "md": {}, "uniform": {}}
-        for _, variant in SAMPLER_VARIANTS:
+        for _, variant in variants:
             entry["md"][variant] = by_variant.get(variant)
             rows = same[same["case"].str.endswith(f"-n{first['grid']}-{variant}")]
             entry["uniform"][variant] = rows.iloc[0] if len(rows) else None
         for sampler in ("md", "uniform"):
-            rows = [entry[sampler][v] for _, v in SAMPLER_VARIANTS]
+            rows = [entry[sampler][v] for _, v in variants]
             entry[f"{sampler}_baselines"] = next((r for r in rows if r is not None), None)
         out.append(entry)
     return out
 
 
-def sampler_table(results: Path) -> str:
-    """The `md` sampler beside the uniform one: per physics setting (`paper` scale and encoding),
+def sampler_table(results: Path, encoding: str = "paper") -> str:
+    """The `md` sampler beside the uniform one: per physics setting (`paper` scale, `encoding`),
     majority, cell centre and Bayes limit, and the joint accuracy of LeNet and `forcemap`, each
     on `md` and on `uniform` data; the `md` Bayes cell is `uniform_bayes`, footnoted."""
-    entries = sampler_rows(results)
+    variants = _sampler_variants(encoding)
+    entries = sampler_rows(results, encoding=encoding)
     shared = {}  # axes with one value over the rows go in the header, the others in each row
     for axis, symbol in (("grid", "n"), ("temperature", "T")):
         values = {e["first"][axis] for e in entries}
@@ -498,19 +507,19 @@ def sampler_table(results: Path) -> str:
         uniform_bayes = _baseline(md_base, "uniform_bayes")
         cells.append(uniform_bayes + NO_BAYES if uniform_bayes else "")
         cells.append(_baseline(uni_base, "bayes_limit"))
-        for _, variant in SAMPLER_VARIANTS:
+        for _, variant in variants:
             cells += [
                 _accuracy_cell(e["md"][variant], fraction=False),
                 _accuracy_cell(e["uniform"][variant], fraction=False),
             ]
         rows.append(cells)
     common = [f"{k} = {v:g}" for k, v in shared.items() if v is not None]
-    what = f"setting ({', '.join([*common[:1], 'paper encoding', *common[1:]])})"
+    what = f"setting ({', '.join([*common[:1], f'{encoding} encoding', *common[1:]])})"
     headers = [what]
     for name, _ in SAMPLER_BASELINES:
         headers += [f"{name}, md", f"{name}, uniform"]
     headers += [f"Bayes limit, md{NO_BAYES}", "Bayes limit, uniform"]
-    for name, _ in SAMPLER_VARIANTS:
+    for name, _ in variants:
         headers += [f"{name}, md", f"{name}, uniform"]
     return _markdown(headers, rows) + "\n" + SAMPLER_FOOTNOTE + "\n"
 
@@ -528,12 +537,47 @@ def simulations_table(results: Path) -> str:
     )
 
 
+def equilibrium_table(results: Path) -> str:
+    """The recovery on `md` data (`results/recovery/*-equilibrium--seed*.json`): per setting and
+    parameter, the uniform-assumption fit, the equilibrium method's estimate ± error, the truth
+    and the relative error, with the MD iterations it took and their seconds each."""
+    from mdkeras.potentials import label
+    from mdkeras.records import load_record
+
+    rows = []
+    for path in sorted((Path(results) / "recovery").glob("*-equilibrium--seed*.json")):
+        r = load_record(path, kind="recovery")
+        eq, phys = r["equilibrium"], r["physics"]
+        setting = f"{label(phys['potential'])} ρ = {phys['density']:g}, T = {phys['temperature']:g}"
+        runs = f"{len(eq['iterations'])} × {eq['md_seconds_per_iteration']:.0f} s"
+        plain = {**r["uniform_fit"]["parameters"], **r["uniform_fit"]["derived"]}
+        for name, est in {**r["parameters"], **r["derived"]}.items():
+            before = plain.get(name, {}).get("value")
+            rows.append(
+                [
+                    setting,
+                    name.replace("_", " "),
+                    "—" if before is None else f"{before:.4g}",
+                    f"{est['value']:.5g} ± {est['error']:.2g}",
+                    f"{est['truth']:.4g}",
+                    f"{100 * est['relative_error']:+.2f} %",
+                    runs,
+                ]
+            )
+            setting, runs = "", ""
+    headers = ["md data (paper scale, seed 0)", "parameter", "uniform fit", "equilibrium fit",
+               "truth", "relative error", "MD iterations"]  # fmt: skip
+    return _markdown(headers, rows)
+
+
 README_TABLES = {
+    "recovery-equilibrium": equilibrium_table,
     "paper": paper_table,
     "simulations": simulations_table,
     "forcemap-bayes": forcemap_bayes_table,
     "samples": samples_table,
     "samplers": sampler_table,
+    "samplers-quantile": lambda results: sampler_table(results, "quantile"),
 }
 
 

@@ -121,8 +121,9 @@ def select_states(args) -> list[registry.MDState]:
 
 
 def default_recovery(potential: str, sampler: str, density: float, root: Path = RECOVERIES):
-    """The recovery record for `potential` from `sampler` data under `root`: the most samples,
-    then the density nearest `density`, then the grid nearest 28, then the name."""
+    """The recovery record for `potential` from `sampler` data under `root`: the equilibrium
+    method's first (exact on md data), then the most samples, the density nearest `density`,
+    the grid nearest 28, the name."""
     found = []
     for path in sorted(root.glob("*--*--seed*.json")) if root.is_dir() else ():
         record = read_json(path)
@@ -132,6 +133,7 @@ def default_recovery(potential: str, sampler: str, density: float, root: Path = 
         if physics.get("sampler", "uniform") != sampler:
             continue
         rank = (
+            record.get("method", "uniform") != "equilibrium",
             -int(record["samples"]),
             abs(float(physics["density"]) - density),
             abs(int(physics["grid"]) - 28),

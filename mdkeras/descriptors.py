@@ -13,7 +13,8 @@ import numpy as np
 
 from mdkeras.checks import check_finite, check_int, check_number
 from mdkeras.errors import MdkerasError
-from mdkeras.potentials import check_potential, force_over_r
+from mdkeras.potentials import check_potential
+from mdkeras.potentials import force_over_r as pair_force_over_r
 
 MAX_COUNT = 255  # counts are stored as uint8; more is an error, not a wrap
 # A cell list keeps a dense table of cells while it has at most this many cells per particle
@@ -38,7 +39,15 @@ def check_window(window, grid, box: float | None = None) -> tuple[float, int]:
     return side, grid
 
 
-def window_pairs(positions: np.ndarray, box: float, targets: np.ndarray, window: float, grid: int):
+def window_pairs(
+    positions: np.ndarray,
+    box: float,
+    targets: np.ndarray,
+    window: float,
+    grid: int,
+    *,
+    cells_only: bool = False,
+):
     """All (target, neighbour) pairs whose neighbour falls in a cell of the target's window.
 
     A cell list with cell side >= W/4 gives each target its 5 x 5 block of candidate cells (a
@@ -46,7 +55,10 @@ def window_pairs(positions: np.ndarray, box: float, targets: np.ndarray, window:
     candidates in the same order); the cell test of SPEC §3 on the minimum-image displacement
     then selects exactly the counted neighbours. Returns `(t, dx, dy, ix, iy)`, one entry per
     pair: `t` int64 index into `targets`, float64 displacements `r_j - r_t`, int64 cell indices
-    in `[0, n)`.
+    in `[0, n)`. `cells_only`: `(flat, keep, per_target)` instead, the flat index
+    `(t n + iy) n + ix` of every candidate, which of them are counted, and the candidates per
+    target (the same arithmetic: a learned force field's grids each MD step, without the
+    gathers it does not need).
     """
     n_targets = len(targets)
     span = 2  # cells of side >= W/(2 span) on each side of the target's cell cover the window
@@ -87,7 +99,10 @@ def window_pairs(positions: np.ndarray, box: float, targets: np.ndarray, window:
     ix = np.floor((dx + 0.5 * window) / h).astype(np.int64)
     iy = np.floor((dy + 0.5 * window) / h).astype(np.int64)
     keep = (ix.view(np.uint64) < grid) & (iy.view(np.uint64) < grid) & (j != tj)
-    t = np.repeat(np.arange(n_targets), per_target)[keep]
+    t = np.repeat(np.arange(n_targets), per_target)
+    if cells_only:  # one flat cell index per kept pair: all `occupancy` needs
+        return (t * grid + iy) * grid + ix, keep, per_target
+    t = t[keep]
     return t, dx[keep], dy[keep], ix[keep], iy[keep]
 
 
@@ -99,7 +114,9 @@ def _minimum_image(d: np.ndarray, box: float) -> np.ndarray:
     return d
 
 
-def featurize(positions, box, targets, *, potential: str, window: float, grid: int):
+def featurize(
+    positions, box, targets, *, potential: str, window: float, grid: int, force_over_r=None
+):
     """Occupancy grids and window forces for `targets` of one periodic configuration.
 
     Args:
@@ -109,6 +126,8 @@ def featurize(positions, box, targets, *, potential: str, window: float, grid: i
         targets: `(T,)` integer indices into `positions`; `T = 0` gives empty results.
         potential: `"lj"` or `"coulomb"`.
         window: window side `W`; grid: cells a side `n` (>= 2).
+        force_over_r: `None` (the potential's pair force) or a vectorised `f(r)/r` of `r^2`
+            that replaces it (a candidate force, e.g. a recovered one, on its own MD data).
     Returns:
         `(grids, forces)`: `(T, n, n)` uint8 counts `D[iy, ix]` and `(T, 2)` float64 forces
         `(F_x, F_y)` on each target from exactly the counted particles.
@@ -122,7 +141,10 @@ def featurize(positions, box, targets, *, potential: str, window: float, grid: i
         return np.zeros((0, n, n), dtype=np.uint8), np.zeros((0, 2), dtype=np.float64)
     t, dx, dy, ix, iy = window_pairs(positions, box, targets, window, n)
     grids = _count(t, ix, iy, len(targets), n)
-    return grids, sum_forces(potential, t, dx, dy, len(targets), targets=targets)
+    forces = sum_forces(
+        potential, t, dx, dy, len(targets), targets=targets, force_over_r=force_over_r
+    )
+    return grids, forces
 
 
 def occupancy(positions, box, targets, *, window: float, grid: int) -> np.ndarray:
@@ -134,14 +156,20 @@ def occupancy(positions, box, targets, *, window: float, grid: int) -> np.ndarra
     targets = _as_targets(targets, len(positions))
     if len(targets) == 0:
         return np.zeros((0, n, n), dtype=np.uint8)
-    t, _, _, ix, iy = window_pairs(positions, box, targets, window, n)
-    return _count(t, ix, iy, len(targets), n)
+    flat, keep, per_target = window_pairs(positions, box, targets, window, n, cells_only=True)
+    return _count_flat(flat[keep], len(targets), n, bound=int(per_target.max()))
 
 
 def _count(t, ix, iy, targets: int, n: int) -> np.ndarray:
     """Cell counts `(targets, n, n)` uint8 of the window pairs `(t, ix, iy)`."""
-    counts = np.bincount((t * n + iy) * n + ix, minlength=targets * n * n)
-    if counts.size and counts.max() > MAX_COUNT:
+    return _count_flat((t * n + iy) * n + ix, targets, n)
+
+
+def _count_flat(flat, targets: int, n: int, *, bound: int | None = None) -> np.ndarray:
+    """Cell counts `(targets, n, n)` uint8 of flat cell indices; `bound`, if given, caps any
+    one target's pairs (no cell can then hold more, so at most `MAX_COUNT` needs no scan)."""
+    counts = np.bincount(flat, minlength=targets * n * n)
+    if counts.size and (bound is None or bound > MAX_COUNT) and counts.max() > MAX_COUNT:
         raise MdkerasError(
             f"a cell holds {int(counts.max())} particles: expected at most {MAX_COUNT} (uint8); "
             "use a finer grid or a lower density."
@@ -186,13 +214,21 @@ def _as_targets(targets, particles: int) -> np.ndarray:
     return targets.astype(np.int64)
 
 
-def sum_forces(potential: str, owner: np.ndarray, dx, dy, size: int, *, targets=None):
-    """Sum the pair forces from displacements `(dx, dy)` (P,) into `size` targets by `owner`.
+def sum_forces(
+    potential: str, owner: np.ndarray, dx, dy, size: int, *, targets=None, force_over_r=None
+):
+    """Sum the pair forces from displacements `(dx, dy)` (P,) into `size` targets by `owner`
+    (`force_over_r`: as in `featurize`).
 
     A pair too close for a finite force (distance 0, or 1e-30 for LJ) is an error naming its
     distance and its target (`owner`, and the particle index `targets[owner]` if given).
     """
-    g = force_over_r(potential, dx * dx + dy * dy)
+    r2 = dx * dx + dy * dy
+    if force_over_r is None:
+        g = pair_force_over_r(potential, r2)
+    else:
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            g = np.asarray(force_over_r(r2), dtype=np.float64)
     finite = np.isfinite(g)
     if not finite.all():
         bad = np.flatnonzero(~finite)

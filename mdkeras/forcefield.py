@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mdkeras import engine, models
-from mdkeras.descriptors import occupancy
+from mdkeras.descriptors import occupancy, window_pairs
 from mdkeras.simulate import ForceSource
 
 # `pair_style zero` only sizes LAMMPS's neighbour lists here (nothing uses them): any small
@@ -28,9 +28,20 @@ NEIGHBOUR_CUTOFF = 1.0
 def learned_field(model, *, potential: str, window: float, grid: int) -> Callable:
     """`field(positions (N, 2), box) -> forces (N, 2)`: every particle's grid (`occupancy`, the
     descriptor the model was trained on), then the model's forces in physical units (one XLA-
-    compiled call: inference only, so determinism's limits on XLA do not apply). `potential`
-    names what the model learned; the grids do not depend on it."""
+    compiled call: inference only, so determinism's limits on XLA do not apply); a `forcemap`
+    model takes the window pairs without the grids (`models.pair_force_predictor`: the same
+    forces, faster). `potential` names what the model learned; the grids do not depend on it."""
     del potential
+    pairs = models.pair_force_predictor(model, jit_compile=True)
+    if pairs is not None:  # forcemap: its linear map summed over the window pairs directly
+
+        def field(positions, box):
+            targets = np.arange(len(positions))
+            flat, keep, _ = window_pairs(positions, box, targets, window, grid, cells_only=True)
+            flat = flat[keep]
+            return pairs(flat // (grid * grid), flat % (grid * grid), len(positions))
+
+        return field
     predict = models.force_predictor(model, jit_compile=True)
 
     def field(positions, box):

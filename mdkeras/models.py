@@ -342,6 +342,49 @@ def load_force_model(path) -> keras.Model:
     return model
 
 
+def pair_force_predictor(model: keras.Model, *, jit_compile: bool = True):
+    """For a `forcemap` force model, `predict(owner (P,), cell (P,), size) -> (size, 2)` float64
+    forces from the window pairs themselves (`descriptors.window_pairs(..., cells_only=True)`:
+    pair `p` puts one neighbour of target `owner[p]` in flat cell `cell[p] = iy n + ix`); None
+    for any other model.
+
+    `ForceMap` is linear in the counts, so its output for a grid is the sum of its kernel rows
+    over the grid's neighbours: summed per pair in float64, without building the `(size, n, n)`
+    grids (most cells are empty) or the dense product; the layers after it (a chain) run as one
+    traced function (the weights as they are now). The same model as `force_predictor`'s, for a
+    learned force field's every MD step."""
+    import tensorflow as tf
+
+    maps = [layer for layer in model.layers if isinstance(layer, ForceMap)]
+    if len(maps) != 1 or "force" not in model.output_names:
+        return None
+    first = model.layers.index(maps[0])
+    tail = model.layers[first + 1 :]
+    vec, scal = (np.asarray(k, dtype=np.float64) for k in maps[0].kernels())
+    n2 = maps[0].grid ** 2
+    kernel = np.concatenate([vec.reshape(n2, -1), scal.reshape(n2, -1)], axis=-1)
+
+    @tf.function(reduce_retracing=True, jit_compile=bool(jit_compile))
+    def infer(z):
+        for layer in tail:
+            z = layer(z, training=False) if _takes_training(layer) else layer(z)
+        return z
+
+    def predict(owner, cell, size: int) -> np.ndarray:
+        rows = kernel[cell]  # (P, C)
+        z = np.stack(
+            [np.bincount(owner, weights=rows[:, c], minlength=size) for c in range(rows.shape[1])],
+            axis=1,
+        )
+        return infer(tf.constant(z, dtype=tf.float32)).numpy().astype(np.float64)
+
+    return predict
+
+
+def _takes_training(layer) -> bool:
+    return isinstance(layer, layers.Dropout | layers.BatchNormalization)
+
+
 def force_predictor(
     model: keras.Model, *, batch_size: int | None = None, jit_compile: bool = False
 ):

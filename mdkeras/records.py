@@ -180,6 +180,19 @@ def build_recovery_record(
     }
 
 
+def recovery_stem(record: Mapping) -> str:
+    """The file stem of a recovery record: `{setting}--{scale}--seed{seed}`, the scale suffixed
+    `-equilibrium` when the equilibrium method made it (`recovery_scale_label`)."""
+    return f"{record['setting']}--{recovery_scale_label(record)}--seed{record['seed']}"
+
+
+def recovery_scale_label(record: Mapping) -> str:
+    """A recovery record's scale as its file names show it (`paper`, `paper-s250000`, and
+    `paper-equilibrium` for the equilibrium method), so the two methods never share a name."""
+    method = record.get("method", "uniform")
+    return f"{record['scale']}" + ("" if method == "uniform" else f"-{method}")
+
+
 def build_simulation_record(
     *,
     state: Mapping,
@@ -515,6 +528,8 @@ def upgrade(record: Mapping) -> dict:
     the per-sample errors, which old records do not hold: None.
     """
     record = dict(record)
+    if record_kind(record) == "recovery":
+        record.setdefault("method", "uniform")  # before the equilibrium method existed
     if record_kind(record) in ("recovery", "simulation"):
         return record
     if "paper_reference" not in record:

@@ -39,6 +39,7 @@ from mdkeras.checks import check_choice
 from mdkeras.errors import MdkerasError
 from mdkeras.files import atomic_write
 from mdkeras.potentials import get
+from mdkeras.records import recovery_scale_label
 
 FITS = ("parametric", "shells")
 SIGNIFICANCE = 3.0  # the innermost used shell is repulsive by at least this many errors
@@ -295,7 +296,8 @@ def _stem(record: Mapping, fit: str) -> str:
         parts.remove(potential)
     if not parts or parts[0] != sampler:
         parts.insert(0, sampler)
-    return f"{potential}-{fit}--{'-'.join(parts)}--{record.get('scale')}--seed{record.get('seed')}"
+    scale = recovery_scale_label(record)
+    return f"{potential}-{fit}--{'-'.join(parts)}--{scale}--seed{record.get('seed')}"
 
 
 def _number(value) -> float:
@@ -370,6 +372,25 @@ def true_table(
         f"energy: integral of f from r_c inward; table from U = {barrier:g}",
     )
     return _tabulate(f"{potential}-true", force, entry.md_cutoff, header, points, barrier)
+
+
+def model_table(
+    potential: str,
+    params: Mapping,
+    *,
+    name: str,
+    header: tuple[str, ...] = (),
+    points: int = engine.TABLE_POINTS,
+    barrier: float = engine.INNER_ENERGY,
+) -> engine.Interaction:
+    """The potential's model form with parameter values `params` (`{name: float}`) as a table,
+    by the code path of `export`: what an iterative recovery runs MD with at each step."""
+    form = get(potential).model
+    values = {k: float(params[k]) for k in form.parameters}
+    shown = ", ".join(f"{k} = {v:.10g}" for k, v in values.items())
+    lines = (f"f(r) = {form.formula} with {shown}", *header)
+    force = functools.partial(_model_force, form, values)
+    return _tabulate(name, force, get(potential).md_cutoff, lines, points, barrier)
 
 
 def _tabulate(name, force, cutoff, header, points, barrier) -> engine.Interaction:

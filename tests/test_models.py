@@ -213,6 +213,28 @@ def test_force_predictor_matches_the_model_and_checks_its_input():
         force_predictor(build_model("lenet", 16))
 
 
+def test_pair_force_predictor_is_the_model_on_the_grids():
+    """forcemap's fast path (its linear map summed over the window pairs) against the model on
+    the dense grids, with kernel weights spanning orders of magnitude; None for a CNN."""
+    from mdkeras.descriptors import occupancy, window_pairs
+    from mdkeras.models import pair_force_predictor
+
+    rng = np.random.default_rng(4)
+    model = build_model("forcemap", 16, head="force", force_scale=5.0)
+    for w in model.weights:
+        if w.name.startswith("b_"):
+            w.assign(rng.normal(0.0, 0.3, w.shape).astype("float32"))
+    box, n = 14.0, 16
+    x = rng.uniform(0, box, (150, 2))
+    targets = np.arange(150)
+    want = force_predictor(model)(occupancy(x, box, targets, window=4.0, grid=n))
+    flat, keep, _ = window_pairs(x, box, targets, 4.0, n, cells_only=True)
+    got = pair_force_predictor(model)(flat[keep] // (n * n), flat[keep] % (n * n), 150)
+    assert got.shape == (150, 2) and got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    assert pair_force_predictor(build_model("lenet", 16, head="force")) is None
+
+
 def test_a_saved_force_model_loads_and_predicts_the_same(tmp_path):
     model = build_model("forcemap", 16, head="force", force_scale=3.0)
     grids = np.random.default_rng(2).poisson(0.2, (9, 16, 16)).astype(np.uint8)

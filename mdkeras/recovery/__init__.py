@@ -14,6 +14,10 @@ therefore estimates that cell-averaged kernel. Two traps, two remedies, one modu
    that the cell average of the model kernel matches the learned one: the potential's parametric
    form (its `potentials.POTENTIALS` entry) and a free-form shell-wise `f`.
 
+On equilibrium (`md`) data the neighbours follow the pair correlation inside their cells, so the
+cell averages are g-weighted and made self-consistent by MD of the estimate (`equilibrium`);
+`recover` picks that method for `md` data and records the uniform-assumption fit beside it.
+
 `recover` runs both on a dataset, re-fits every parameter on every bootstrap replicate (each D4
 orbit counted once) and scores the linear predictor's forces, encoded like a case's labels, beside
 the baselines. Units: reduced (sigma = epsilon = 1); kernels in force units per neighbour; arrays
@@ -26,7 +30,9 @@ import math
 
 import numpy as np
 
+from mdkeras.checks import check_choice
 from mdkeras.encoding import fit_encoder
+from mdkeras.errors import MdkerasError
 from mdkeras.metrics import baselines, classification_metrics
 from mdkeras.potentials import get, pair_force
 from mdkeras.recovery.deconvolution import (
@@ -45,6 +51,13 @@ from mdkeras.recovery.deconvolution import (
     shell_design,
     true_kernel,
 )
+from mdkeras.recovery.equilibrium import (
+    MAX_ITERATIONS,
+    Correlation,
+    corrected_shells,
+    count_correlation,
+    recover_equilibrium,
+)
 from mdkeras.recovery.kernel import (
     BOOTSTRAP,
     TOL,
@@ -60,10 +73,13 @@ from mdkeras.symmetry import fundamental_domain, symmetrise
 
 __all__ = [
     "BOOTSTRAP",
+    "METHODS",
+    "Correlation",
     "QUADRATURE_ORDER",
     "Geometry",
     "KernelFit",
     "cell_average",
+    "count_correlation",
     "derived_points",
     "exclusion_radii",
     "fit_kernel",
@@ -79,11 +95,30 @@ __all__ = [
     "power_g",
     "predictor_kernel",
     "recover",
+    "recover_equilibrium",
+    "resolve_method",
     "score_predictor",
     "shell_design",
     "symmetrise",
     "true_kernel",
 ]
+
+
+METHODS = ("auto", "uniform", "equilibrium")
+
+
+def resolve_method(method: str, sampler: str) -> str:
+    """The recovery method for data of `sampler`: `auto` is `equilibrium` for `md` data (the
+    neighbours are correlated) and `uniform` otherwise; `equilibrium` needs `md` data."""
+    check_choice("method", method, METHODS)
+    if method == "auto":
+        return "equilibrium" if sampler == "md" else "uniform"
+    if method == "equilibrium" and sampler != "md":
+        raise MdkerasError(
+            f"method='equilibrium' is not allowed for {sampler!r} data: its neighbours are "
+            "uniform in their cells (g = 1), so the uniform recovery is exact; use 'uniform'."
+        )
+    return method
 
 
 def recover(
@@ -94,15 +129,21 @@ def recover(
     bootstrap: int = BOOTSTRAP,
     seed: int = 0,
     bayes: bool = True,
+    method: str = "auto",
+    iterations: int = MAX_ITERATIONS,
+    progress=None,
 ) -> tuple[dict, dict]:
     """Recover `f(r)` from a `datasets.Dataset` and score the linear predictor.
 
     The kernel is fitted on the `train` split; the linear predictor is scored on `test` (nothing
-    is chosen on it). Returns `(summary, arrays)`: a JSON-ready dict (parameters ± bootstrap
-    error vs the truth, shells, kernel agreement, linear-predictor joint accuracy and baselines
-    per encoding) and the arrays behind it, for plots.
+    is chosen on it). `method` (`resolve_method`): `uniform` deconvolves plain cell averages;
+    `equilibrium` iterates g-weighted ones with MD of the estimate (`equilibrium`, at most
+    `iterations` MD runs, each reported to `progress`). Returns `(summary, arrays)`: a
+    JSON-ready dict (parameters ± bootstrap error vs the truth, shells, kernel agreement,
+    linear-predictor joint accuracy and baselines per encoding) and the arrays behind it.
     """
     spec = data.spec
+    method = resolve_method(method, spec.sampler)
     potential, window, grid = spec.potential, float(spec.window), int(spec.grid)
     idx = data.split_indices()
     tr, te = idx["train"], idx["test"]
@@ -117,18 +158,42 @@ def recover(
     params = fit_parameters(potential, fit.kernel, fit.sigma, mask, geo)
     boot = fit_parameters(potential, fit.replicates, fit.sigma, mask, geo)
     naive = fit_parameters(potential, fit.kernel, fit.sigma, mask, geo, mode="centre")
-    parameters = {k: _estimate(params[k], boot[k], form.truth[k]) for k in params}
-    derived, derived_boot = form.derived(params), form.derived(boot)
     derived_truth = form.derived(form.truth)
-    fitted_kernel = model_kernel(potential, params, geo)
-    resid = (fitted_kernel - fit.kernel)[mask] / fit.sigma[mask]
-
     h = geo.cell
     edges = np.arange(SHELL_START * h, window / math.sqrt(2.0) + SHELL_WIDTH * h, SHELL_WIDTH * h)
     shell_mask = mask & (geo.min_dist >= SHELL_START * h * (1 - TOL))
-    shells = fit_shells(fit.kernel, fit.sigma, shell_mask, geo, edges)
-    shells_boot = fit_shells(fit.replicates, fit.sigma, shell_mask, geo, edges)
-    shells_truth = fit_shells(truth_kernel, fit.sigma, shell_mask, geo, edges)
+    weight, extra = None, {}
+    if method == "equilibrium":
+        uniform = _fit_summary(form, params, boot, derived_truth)
+        counted = count_correlation(data.grids[tr], geo, spec.density)
+        start = fit_parameters(potential, fit.kernel, fit.sigma, mask, geo, weight=counted)
+        eq = recover_equilibrium(
+            fit,
+            mask,
+            potential=potential,
+            density=spec.density,
+            temperature=spec.temperature,
+            start={k: float(v) for k, v in start.items()},
+            configurations=spec.configurations,
+            targets=spec.targets,
+            particles=spec.particles,
+            seed=seed,
+            iterations=iterations,
+            progress=progress,
+        )
+        params = {k: np.float64(v) for k, v in eq.params.items()}
+        boot, weight = eq.replicates, eq.correlation
+        shells, shells_boot = corrected_shells(eq, fit, shell_mask, edges, potential=potential)
+        extra = {"uniform_fit": uniform, "equilibrium": eq.describe()}
+    else:
+        shells = fit_shells(fit.kernel, fit.sigma, shell_mask, geo, edges)
+        shells_boot = fit_shells(fit.replicates, fit.sigma, shell_mask, geo, edges)
+    parameters = {k: _estimate(params[k], boot[k], form.truth[k]) for k in params}
+    derived, derived_boot = form.derived(params), form.derived(boot)
+    fitted_kernel = model_kernel(potential, params, geo, weight=weight)
+    resid = (fitted_kernel - fit.kernel)[mask] / fit.sigma[mask]
+    weighted_truth = truth_kernel if weight is None else true_kernel(potential, geo, weight=weight)
+    shells_truth = fit_shells(weighted_truth, fit.sigma, shell_mask, geo, edges, weight=weight)
     mid = 0.5 * (edges[:-1] + edges[1:])
 
     learned = predictor_kernel(fit, data.grids[tr], data.forces[tr])
@@ -168,6 +233,7 @@ def recover(
 
     summary = {
         "model": form.formula,
+        "method": method,
         "parameters": parameters,
         "naive_cell_centre_fit": {k: float(v) for k, v in naive.items()},
         "derived": {k: _estimate(derived[k], derived_boot[k], derived_truth[k]) for k in derived},
@@ -192,6 +258,7 @@ def recover(
         },
         "scores": scores,
         "split_sizes": {k: int(len(v)) for k, v in idx.items()},
+        **extra,
     }
     arrays = {
         "geo": geo,
@@ -205,8 +272,18 @@ def recover(
         "shells": shells,
         "shells_boot": shells_boot,
         "shells_truth": shells_truth,
+        "weight": weight,
     }
     return _clean(summary), arrays
+
+
+def _fit_summary(form, params: dict, boot: dict, derived_truth: dict) -> dict:
+    """`{parameters, derived}` estimates of one fit and its replicates (as in the summary)."""
+    derived, derived_boot = form.derived(params), form.derived(boot)
+    return {
+        "parameters": {k: _estimate(params[k], boot[k], form.truth[k]) for k in params},
+        "derived": {k: _estimate(derived[k], derived_boot[k], derived_truth[k]) for k in derived},
+    }
 
 
 def _estimate(value: float, replicates: np.ndarray, truth: float | None) -> dict:

@@ -30,25 +30,35 @@ SHELL_WIDTH = 1.0  # ... and are this many cells wide
 # --- cell averages -------------------------------------------------------------------------------
 
 
-def cell_average(g_of_r2, geo: Geometry, *, mode: str = "average", order: int = QUADRATURE_ORDER):
+def cell_average(
+    g_of_r2, geo: Geometry, *, mode: str = "average", order: int = QUADRATURE_ORDER, weight=None
+):
     """Cell average of the force `-g(r^2) d` over every cell: `(n, n, 2)`.
 
     Args:
         g_of_r2: vectorised `f(r)/r` as a function of `r^2` (as `potentials.force_over_r`).
         mode: `"average"` (Gauss-Legendre, `order^2` nodes per cell) or `"centre"` (the force at
             the cell centre: what a neighbour exactly at the centre exerts).
+        weight: `None` (uniform: a neighbour is equally likely anywhere in its cell) or a
+            vectorised `w(r) >= 0`, the pair correlation `g(r)` of correlated data: the average
+            becomes `int_c f w / int_c w` (`"average"` mode only).
     Returns:
         float64 `(n, n, 2)`, force units; touching cells are returned but meaningless.
     """
     everything = np.ones((geo.grid, geo.grid), dtype=bool)
-    avg = masked_average(geo, everything, mode=mode, order=order)
+    avg = masked_average(geo, everything, mode=mode, order=order, weight=weight)
     return avg(g_of_r2).reshape(geo.grid, geo.grid, 2)
 
 
-def masked_average(geo: Geometry, mask, *, mode: str = "average", order=QUADRATURE_ORDER):
+def masked_average(
+    geo: Geometry, mask, *, mode: str = "average", order=QUADRATURE_ORDER, weight=None
+):
     """`cell_average` restricted to the `m` masked cells, nodes computed once: returns
-    `avg(g_of_r2)` -> `(2 m,)` = `cell_average(g_of_r2, geo, mode=mode)[mask].ravel()`."""
+    `avg(g_of_r2)` -> `(2 m,)` = `cell_average(g_of_r2, geo, mode=mode, weight=weight)[mask]
+    .ravel()`."""
     if mode == "centre":
+        if weight is not None:
+            raise MdkerasError("a weighted cell average needs mode='average', not 'centre'.")
         x, y = geo.centre[mask][:, 0, None, None], geo.centre[mask][:, 1, None, None]
         wts = np.ones((1, 1))
     elif mode == "average":
@@ -58,6 +68,8 @@ def masked_average(geo: Geometry, mask, *, mode: str = "average", order=QUADRATU
         x = lower[:, 0, None, None] + geo.cell * t[None, None, :] + 0.0 * t[None, :, None]
         y = lower[:, 1, None, None] + geo.cell * t[None, :, None] + 0.0 * t[None, None, :]
         wts = w[:, None] * w[None, :]
+        if weight is not None:
+            wts = _weighted(wts, weight(np.hypot(x, y)))
     else:
         raise MdkerasError(f"mode={mode!r} is not allowed: expected 'average' or 'centre'.")
     r2 = x * x + y * y
@@ -71,15 +83,31 @@ def masked_average(geo: Geometry, mask, *, mode: str = "average", order=QUADRATU
     return avg
 
 
-def true_kernel(potential: str, geo: Geometry, *, mode: str = "average") -> np.ndarray:
-    """The true kernel `(n, n, 2)`: cell average (or cell-centre value) of the pair force."""
+def _weighted(wts: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Quadrature weights `wts` (summing to 1 per cell) times the correlation `w` at the nodes
+    `(m, s, s)`, renormalised per cell; a cell where `w` vanishes everywhere keeps `wts`."""
+    w = np.asarray(w, dtype=np.float64)
+    if not (np.all(np.isfinite(w)) and np.all(w >= 0)):
+        raise MdkerasError(
+            "the correlation weight has negative or non-finite values: expected "
+            "g(r) >= 0 (a pair correlation function)."
+        )
+    ww = wts * w
+    norm = ww.sum(axis=(-2, -1), keepdims=True)
+    return np.where(norm > 0, ww / np.where(norm > 0, norm, 1.0), wts * np.ones_like(w))
+
+
+def true_kernel(potential: str, geo: Geometry, *, mode: str = "average", weight=None) -> np.ndarray:
+    """The true kernel `(n, n, 2)`: cell average (or cell-centre value) of the pair force
+    (`weight` as in `cell_average`)."""
     check_potential(potential)
-    return cell_average(lambda r2: force_over_r(potential, r2), geo, mode=mode)
+    return cell_average(lambda r2: force_over_r(potential, r2), geo, mode=mode, weight=weight)
 
 
-def model_kernel(potential: str, params: dict, geo: Geometry) -> np.ndarray:
-    """Cell-averaged kernel `(n, n, 2)` of the fitted `f(r)` (one parameter set of scalars)."""
-    return cell_average(get(potential).model.force_over_r(params), geo)
+def model_kernel(potential: str, params: dict, geo: Geometry, *, weight=None) -> np.ndarray:
+    """Cell-averaged kernel `(n, n, 2)` of the fitted `f(r)` (one parameter set of scalars;
+    `weight` as in `cell_average`)."""
+    return cell_average(get(potential).model.force_over_r(params), geo, weight=weight)
 
 
 def model_force(potential: str, params: dict, r) -> np.ndarray:
@@ -96,20 +124,21 @@ def derived_points(potential: str, params: dict) -> dict:
 # --- parametric fit ------------------------------------------------------------------------------
 
 
-def fit_parameters(potential, kernels, sigma, mask, geo, *, mode="average") -> dict:
+def fit_parameters(potential, kernels, sigma, mask, geo, *, mode="average", weight=None) -> dict:
     """Parameters of the potential's model form (`fit_model`) per kernel: `{name: (...,)}`."""
-    return fit_model(get(potential).model, kernels, sigma, mask, geo, mode=mode)
+    return fit_model(get(potential).model, kernels, sigma, mask, geo, mode=mode, weight=weight)
 
 
-def fit_model(form: ModelForm, kernels, sigma, mask, geo, *, mode="average") -> dict:
+def fit_model(form: ModelForm, kernels, sigma, mask, geo, *, mode="average", weight=None) -> dict:
     """Parameters of a model form per kernel `(..., n, n, 2)`: `{name: (...,) array}`.
 
     Weighted least squares (weights `1/sigma` on the masked cells) of the cell-averaged model
     terms against each kernel. The coefficients are linear; a fitted exponent is profiled: for
     each value the best coefficients are linear, and the exponent minimises chi^2 (a scan over
-    its bounds, then a golden-section search around the best scan point).
+    its bounds, then a golden-section search around the best scan point). `weight`: the
+    cell averages' pair correlation (`cell_average`); `None` for uniform data.
     """
-    avg = masked_average(geo, mask, mode=mode)
+    avg = masked_average(geo, mask, mode=mode, weight=weight)
     w = 1.0 / sigma[mask].ravel()
 
     def design(exponent=None):
@@ -181,11 +210,12 @@ def _profile(design, scan, designs, target, w) -> np.ndarray:
 # --- free-form shells ----------------------------------------------------------------------------
 
 
-def shell_design(geo: Geometry, edges: np.ndarray, mask: np.ndarray, *, sub: int = 48):
+def shell_design(geo: Geometry, edges: np.ndarray, mask: np.ndarray, *, sub: int = 48, weight=None):
     """Cell averages `(m, 2, J)` of `-1[r in shell j] d/r` over the `m` masked cells.
 
     Shells `[edges[j], edges[j + 1])`; a midpoint rule with `sub x sub` points per cell (the
-    indicator is discontinuous, so no Gauss rule); `f(r) = sum_j f_j 1[r in shell j]`.
+    indicator is discontinuous, so no Gauss rule); `f(r) = sum_j f_j 1[r in shell j]`;
+    `weight` as in `cell_average`.
     """
     t = (np.arange(int(sub)) + 0.5) / int(sub)
     h = geo.cell
@@ -197,21 +227,27 @@ def shell_design(geo: Geometry, edges: np.ndarray, mask: np.ndarray, *, sub: int
     inside = (j >= 0) & (j < len(edges) - 1)
     shells, m = len(edges) - 1, len(lower)
     index = (np.arange(m)[:, None, None] * shells + np.clip(j, 0, shells - 1)).ravel()
+    k = int(sub)
+    wts = None if weight is None else _weighted(np.full((1, k, k), 1.0 / k**2), weight(r))
     out = np.empty((m, 2, shells))
     for comp, d in enumerate((x, y)):
-        u = np.where(inside, -d / r, 0.0).ravel() / (sub * sub)
+        u = np.where(inside, -d / r, 0.0)
+        u = u.ravel() / (sub * sub) if wts is None else (u * wts).ravel()
         out[:, comp] = np.bincount(index, weights=u, minlength=m * shells).reshape(m, shells)
     return out
 
 
-def fit_shells(kernels, sigma, mask, geo: Geometry, edges, *, sub: int = 48) -> np.ndarray:
+def fit_shells(
+    kernels, sigma, mask, geo: Geometry, edges, *, sub: int = 48, weight=None
+) -> np.ndarray:
     """Free-form shell-wise `f`: one value per shell `[edges[j], edges[j+1])`, per kernel.
 
-    Weighted least squares of the cell-averaged shell indicators against the learned kernel
-    `(..., n, n, 2)`; returns `(..., J)` (NaN for shells no masked cell reaches).
+    Weighted least squares of the cell-averaged shell indicators (`weight` as in
+    `cell_average`) against the learned kernel `(..., n, n, 2)`; returns `(..., J)` (NaN for
+    shells no masked cell reaches).
     """
     edges = np.asarray(edges, dtype=np.float64)
-    design = shell_design(geo, edges, mask, sub=sub).reshape(-1, len(edges) - 1)
+    design = shell_design(geo, edges, mask, sub=sub, weight=weight).reshape(-1, len(edges) - 1)
     w = 1.0 / sigma[mask].ravel()
     seen = np.any(design != 0, axis=0)
     ks = np.asarray(kernels)

@@ -152,8 +152,17 @@ def exclusion_radii(
             f"the cells touching the target empty: expected at least {need} and "
             f"{SAMPLES_PER_CELL} per cell; use more samples."
         )
-    level = np.searchsorted(np.array(radii) - TOL * h, occupied_min, side="right")
-    return radii, level
+    return radii, radius_levels(grids, geo, radii, occupied_min=occupied_min)
+
+
+def radius_levels(grids, geo: Geometry, radii, *, occupied_min=None) -> np.ndarray:
+    """`(S,)` the number of `radii` whose excluded cells (closest point within `R`) are all
+    empty in each sample (0: not even the first)."""
+    if occupied_min is None:
+        s, c = np.nonzero(np.asarray(grids).reshape(len(grids), -1))
+        occupied_min = np.full(len(grids), np.inf)
+        np.minimum.at(occupied_min, s, geo.min_dist.ravel()[c])
+    return np.searchsorted(np.array(radii) - TOL * geo.cell, occupied_min, side="right")
 
 
 def _pairs(rows_flat: np.ndarray):
@@ -236,6 +245,7 @@ def fit_kernel(
     step: float = RADIUS_STEP,
     min_fraction: float = MIN_FRACTION,
     min_samples: int = MIN_SAMPLES,
+    radii=None,
 ) -> KernelFit:
     """Least-squares kernel of `forces ~ sum_c grids[c] k[c]` at several exclusion radii.
 
@@ -243,6 +253,8 @@ def fit_kernel(
         grids: `(S, n, n)` counts (the training split); forces: `(S, 2)` float64 window forces;
         config: `(S,)` configuration id per sample (the bootstrap resamples configurations);
         window: window side `W`; bootstrap: replicates `B`; seed: their generator's seed.
+        radii: `None` (choose them, `exclusion_radii`) or the exclusion radii to use, e.g.
+            another fit's, so that two datasets' kernels are the same estimator.
     Returns:
         A `KernelFit`: each cell from the largest radius `R <= min_dist(cell)`, D4-symmetrised.
     """
@@ -263,9 +275,12 @@ def fit_kernel(
         raise MdkerasError("the samples come from one configuration: expected at least two.")
     rng = np.random.default_rng(seed)
     weights = rng.multinomial(n_config, np.full(n_config, 1.0 / n_config), size=int(bootstrap))
-    radii, level = exclusion_radii(
-        grids, geo, step=step, min_fraction=min_fraction, min_samples=min_samples
-    )
+    if radii is None:
+        radii, level = exclusion_radii(
+            grids, geo, step=step, min_fraction=min_fraction, min_samples=min_samples
+        )
+    else:
+        radii, level = [float(r) for r in radii], radius_levels(grids, geo, radii)
     flat = grids.reshape(len(grids), -1)
     md = geo.min_dist.ravel()
     ncell = md.size
