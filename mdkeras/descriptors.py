@@ -55,10 +55,10 @@ def window_pairs(
     candidates in the same order); the cell test of SPEC §3 on the minimum-image displacement
     then selects exactly the counted neighbours. Returns `(t, dx, dy, ix, iy)`, one entry per
     pair: `t` int64 index into `targets`, float64 displacements `r_j - r_t`, int64 cell indices
-    in `[0, n)`. `cells_only`: `(flat, keep, per_target)` instead, the flat index
-    `(t n + iy) n + ix` of every candidate, which of them are counted, and the candidates per
-    target (the same arithmetic: a learned force field's grids each MD step, without the
-    gathers it does not need).
+    in `[0, n)`. `cells_only`: `(t, cell, keep, per_target)` instead, for every candidate its
+    target and flat cell `iy n + ix`, which candidates are counted, and the candidates per target
+    (the same arithmetic: a learned force field's grids each MD step, without the gathers it
+    does not need).
     """
     n_targets = len(targets)
     span = 2  # cells of side >= W/(2 span) on each side of the target's cell cover the window
@@ -87,21 +87,21 @@ def window_pairs(
             first = np.searchsorted(sorted_cell, near, side="left")
             per = np.searchsorted(sorted_cell, near, side="right") - first
         base = first - (np.cumsum(per) - per)  # where each block starts in `order`
-        j = order[np.repeat(base, per) + np.arange(per.sum())]
+        j = np.take(order, np.repeat(base, per) + np.arange(per.sum()))
         per_target = per.reshape(n_targets, len(_BLOCK)).sum(axis=1)
     else:  # the window spans most of the box: every particle is a candidate
         j = np.tile(np.arange(len(positions)), n_targets)
         per_target = np.full(n_targets, len(positions))
     tj = np.repeat(targets, per_target)
-    dx = _minimum_image(px[j] - np.repeat(px[targets], per_target), box)
-    dy = _minimum_image(py[j] - np.repeat(py[targets], per_target), box)
+    dx = _minimum_image(np.take(px, j) - np.repeat(px[targets], per_target), box)
+    dy = _minimum_image(np.take(py, j) - np.repeat(py[targets], per_target), box)
     h = window / grid
     ix = np.floor((dx + 0.5 * window) / h).astype(np.int64)
     iy = np.floor((dy + 0.5 * window) / h).astype(np.int64)
     keep = (ix.view(np.uint64) < grid) & (iy.view(np.uint64) < grid) & (j != tj)
     t = np.repeat(np.arange(n_targets), per_target)
-    if cells_only:  # one flat cell index per kept pair: all `occupancy` needs
-        return (t * grid + iy) * grid + ix, keep, per_target
+    if cells_only:  # the target and cell of every candidate: all a grid count needs
+        return t, iy * grid + ix, keep, per_target
     t = t[keep]
     return t, dx[keep], dy[keep], ix[keep], iy[keep]
 
@@ -156,8 +156,9 @@ def occupancy(positions, box, targets, *, window: float, grid: int) -> np.ndarra
     targets = _as_targets(targets, len(positions))
     if len(targets) == 0:
         return np.zeros((0, n, n), dtype=np.uint8)
-    flat, keep, per_target = window_pairs(positions, box, targets, window, n, cells_only=True)
-    return _count_flat(flat[keep], len(targets), n, bound=int(per_target.max()))
+    t, cell, keep, per_target = window_pairs(positions, box, targets, window, n, cells_only=True)
+    flat = (t * (n * n) + cell)[keep]
+    return _count_flat(flat, len(targets), n, bound=int(per_target.max()))
 
 
 def _count(t, ix, iy, targets: int, n: int) -> np.ndarray:

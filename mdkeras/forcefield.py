@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from mdkeras.simulate import ForceSource
 # `pair_style zero` only sizes LAMMPS's neighbour lists here (nothing uses them): any small
 # cut-off is right, and a small one keeps the lists cheap.
 NEIGHBOUR_CUTOFF = 1.0
+THREADS = 2  # a forcemap field finds the window pairs of this many blocks of particles at once
 
 
 def learned_field(model, *, potential: str, window: float, grid: int) -> Callable:
@@ -34,12 +36,18 @@ def learned_field(model, *, potential: str, window: float, grid: int) -> Callabl
     del potential
     pairs = models.pair_force_predictor(model, jit_compile=True)
     if pairs is not None:  # forcemap: its linear map summed over the window pairs directly
+        pool = ThreadPoolExecutor(max_workers=THREADS)
+
+        def part(positions, box, targets):
+            t, cell, keep, _ = window_pairs(positions, box, targets, window, grid, cells_only=True)
+            return t[keep] + targets[0], cell[keep]
 
         def field(positions, box):
-            targets = np.arange(len(positions))
-            flat, keep, _ = window_pairs(positions, box, targets, window, grid, cells_only=True)
-            flat = flat[keep]
-            return pairs(flat // (grid * grid), flat % (grid * grid), len(positions))
+            blocks = np.array_split(np.arange(len(positions)), THREADS)
+            found = list(pool.map(lambda b: part(positions, box, b), [b for b in blocks if len(b)]))
+            owner = np.concatenate([o for o, _ in found])
+            cell = np.concatenate([c for _, c in found])
+            return pairs(owner, cell, len(positions))
 
         return field
     predict = models.force_predictor(model, jit_compile=True)

@@ -228,8 +228,8 @@ def test_pair_force_predictor_is_the_model_on_the_grids():
     x = rng.uniform(0, box, (150, 2))
     targets = np.arange(150)
     want = force_predictor(model)(occupancy(x, box, targets, window=4.0, grid=n))
-    flat, keep, _ = window_pairs(x, box, targets, 4.0, n, cells_only=True)
-    got = pair_force_predictor(model)(flat[keep] // (n * n), flat[keep] % (n * n), 150)
+    t, cell, keep, _ = window_pairs(x, box, targets, 4.0, n, cells_only=True)
+    got = pair_force_predictor(model)(t[keep], cell[keep], 150)
     assert got.shape == (150, 2) and got.dtype == np.float64
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
     assert pair_force_predictor(build_model("lenet", 16, head="force")) is None
