@@ -537,6 +537,12 @@ def simulations_table(results: Path) -> str:
     )
 
 
+def _with_error(value: float, error: float) -> str:
+    """`value ± error`, the value to the error's second significant digit."""
+    digits = max(0, 1 - math.floor(math.log10(error))) if error and error > 0 else 4
+    return f"{value:.{digits}f} ± {error:.2g}"
+
+
 def equilibrium_table(results: Path) -> str:
     """The recovery on `md` data (`results/recovery/*-equilibrium--seed*.json`): per setting and
     parameter, the uniform-assumption fit, the equilibrium method's estimate ± error, the truth
@@ -558,7 +564,7 @@ def equilibrium_table(results: Path) -> str:
                     setting,
                     name.replace("_", " "),
                     "—" if before is None else f"{before:.4g}",
-                    f"{est['value']:.5g} ± {est['error']:.2g}",
+                    _with_error(est["value"], est["error"]),
                     f"{est['truth']:.4g}",
                     f"{100 * est['relative_error']:+.2f} %",
                     runs,
