@@ -369,7 +369,7 @@ def pair_force_predictor(model: keras.Model, *, jit_compile: bool = True):
     @tf.function(reduce_retracing=True, jit_compile=bool(jit_compile))
     def infer(z):
         for layer in tail:
-            z = layer(z, training=False) if _takes_training(layer) else layer(z)
+            z = layer(z)
         return z
 
     def predict(owner, cell, size: int) -> np.ndarray:
@@ -386,10 +386,6 @@ def pair_force_predictor(model: keras.Model, *, jit_compile: bool = True):
         return infer(tf.constant(z)).numpy().astype(np.float64)
 
     return predict
-
-
-def _takes_training(layer) -> bool:
-    return isinstance(layer, layers.Dropout | layers.BatchNormalization)
 
 
 def force_predictor(

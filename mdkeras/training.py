@@ -206,23 +206,8 @@ def _run_force_case(
         "monitor": fit.monitor,
     }
     options = {"deterministic": deterministic, "mixed_precision": mixed_precision, "xla": xla}
-    record = build_run_record(
-        case,
-        scale,
-        seed,
-        metrics=metrics,
-        baselines=base,
-        history=fit.history,
-        best_epoch=fit.best_epoch,
-        training=training,
-        split_sizes={name: len(g) for name, g in splits.grids.items()},
-        confusion=None,
-        class_histogram=None,
-        encoder=None,
-        parameters=int(model.count_params()),
-        dataset_key=splits.spec.key(),
-        timing=timing,
-        provenance={**provenance(), **options},
+    record = _fitted_record(
+        case, scale, seed, splits, fit, model, metrics, base, training, timing, options
     )
     if model_dir is not None:
         record["model_file"] = save_model(model, model_path(model_dir, case, scale, seed)).name
@@ -613,6 +598,35 @@ def build_record(
     test, train = splits.classes["test"], splits.classes["train"]
     k = case.classes
     training = _training_fields(fit, splits, scale)
+    return _fitted_record(
+        case,
+        scale,
+        seed,
+        splits,
+        fit,
+        model,
+        metrics,
+        base,
+        training,
+        timing,
+        options,
+        confusion={  # [true class][predicted class] counts on the test split
+            axis: confusion_matrix(test[:, c], pred[:, c], k).tolist()
+            for c, axis in enumerate(("x", "y"))
+        },
+        class_histogram={  # training-split class counts per component
+            axis: np.bincount(train[:, c], minlength=k).tolist()
+            for c, axis in enumerate(("x", "y"))
+        },
+        encoder=splits.encoder.state(),
+    )
+
+
+def _fitted_record(
+    case, scale, seed, splits, fit, model, metrics, base, training, timing, options, **classes
+) -> dict:
+    """`build_run_record` of a fitted case, the fields every head shares filled in; `classes`:
+    `confusion`, `class_histogram`, `encoder` (None each for the force head)."""
     return build_run_record(
         case,
         scale,
@@ -623,15 +637,9 @@ def build_record(
         best_epoch=fit.best_epoch,
         training=training,
         split_sizes={name: len(g) for name, g in splits.grids.items()},
-        confusion={  # [true class][predicted class] counts on the test split
-            axis: confusion_matrix(test[:, c], pred[:, c], k).tolist()
-            for c, axis in enumerate(("x", "y"))
-        },
-        class_histogram={  # training-split class counts per component
-            axis: np.bincount(train[:, c], minlength=k).tolist()
-            for c, axis in enumerate(("x", "y"))
-        },
-        encoder=splits.encoder.state(),
+        confusion=classes.get("confusion"),
+        class_histogram=classes.get("class_histogram"),
+        encoder=classes.get("encoder"),
         parameters=int(model.count_params()),
         dataset_key=splits.spec.key(),
         timing=timing,
