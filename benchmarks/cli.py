@@ -25,6 +25,7 @@ from benchmarks import executors, plan, records, registry
 from benchmarks import report as report_mod
 from benchmarks.cmdline import Parser, add_pattern, check_directory, directory_arg, guarded
 from benchmarks.plan import format_duration
+from mdkeras.architectures import get_architecture
 from mdkeras.checks import check_int
 from mdkeras.config import HEADS, SCALES, get_scale, with_samples
 from mdkeras.datasets import CACHE_ENV, default_cache_dir
@@ -280,17 +281,38 @@ def _cmd_list(args) -> int:
 
 
 def _plan(args, cases, scale, seeds, out) -> list[tuple]:
-    """(action, case, seed, path) per pair; action is run, overwrite, retry or skip."""
+    """(action, case, seed, path) per pair; action is run, overwrite, retry, skip, or
+    `too-small` (the scale has too few samples for the architecture: not run)."""
     plan_ = []
     for seed in seeds:
         for case in cases:
             path = records.record_path(out, case.name, scale.name, seed)
-            if args.resume and path.exists():
+            if get_architecture(case.architecture).too_few_samples(scale, case.grid):
+                action = TOO_SMALL
+            elif args.resume and path.exists():
                 action = records.resume_decision(path, case, scale, seed)
             else:
                 action = "overwrite" if path.exists() else "run"
             plan_.append((action, case, seed, path))
     return plan_
+
+
+TOO_SMALL = "too-small"
+
+
+def too_small_note(pairs, scale) -> str:
+    """One line naming the pairs `_plan` marked `too-small` and why ('' if none)."""
+    small = [case for action, case, _seed, _path in pairs if action == TOO_SMALL]
+    if not small:
+        return ""
+    reasons = dict.fromkeys(
+        get_architecture(c.architecture).too_few_samples(scale, c.grid) for c in small
+    )
+    return (
+        f"not run: {len(small)} (case, seed) at scale {scale.name}: "
+        + "; ".join(reasons)
+        + "; use a larger --scale or --samples"
+    )
 
 
 def check_free_space(out: Path, runs: int) -> None:
@@ -381,8 +403,9 @@ def _cmd_run(args) -> int:
     check_directory(cache_flag, cache, create=not args.dry_run)
     check_directory("--out", out, create=False)
     pairs = _plan(args, cases, scale, seeds, out)
-    todo = [p for p in pairs if p[0] != "skip"]
-    skipped = len(pairs) - len(todo)
+    todo = [p for p in pairs if p[0] not in ("skip", TOO_SMALL)]
+    skipped = sum(p[0] == "skip" for p in pairs)
+    small = too_small_note(pairs, scale)
     jobs = [executors.Job(k, case, seed, path) for k, (_, case, seed, path) in enumerate(todo, 1)]
     at_once = args.jobs or 1
     if args.executor == "local" and args.jobs is None:
@@ -401,6 +424,8 @@ def _cmd_run(args) -> int:
         rows = [[action, case.name, seed, str(path)] for action, case, seed, path in pairs]
         print(tabulate(rows, headers=["action", "case", "seed", "record"], tablefmt="plain"))
         print(summary_line)
+        if small:
+            print(small)
         print(
             f"dry run, scale {scale.name}: would run {len(todo)}, skip {skipped}; nothing written"
         )
@@ -419,6 +444,8 @@ def _cmd_run(args) -> int:
             quiet=args.quiet,
         )
     print(summary_line, file=sys.stderr, flush=True)
+    if small:
+        print(small, file=sys.stderr, flush=True)
     if skipped:
         print(f"skipping {skipped} (case, seed) with a valid record in {out}", file=sys.stderr)
     failed = 0

@@ -740,11 +740,13 @@ def _duration(seconds: float) -> str:
 
 def bench_train(quick: bool) -> dict:
     """`model.fit` samples/s and FLOPs per sample for every model shape in the registry, and the
-    projected wall time of `run --all --scale paper --seeds 0,1,2` here and on one GPU."""
+    projected wall time of `run --all --scale paper --seeds 0,1,2` here and on one GPU (the
+    networks' cases: the `recovered` model trains nothing and costs seconds per case)."""
     from benchmarks.registry import list_cases
+    from mdkeras.architectures import get_architecture
     from mdkeras.config import SCALES
 
-    cases = list_cases()
+    cases = [c for c in list_cases() if get_architecture(c.architecture).network]
     scale = SCALES[PROJECTION_SCALE]
     seeds = len(PROJECTION_SEEDS)
     keys = list(dict.fromkeys(model_key(c) for c in cases))

@@ -97,7 +97,8 @@ def register_case(case: Case) -> Case:
 def _register_defaults() -> None:
     """Register the products of the axes: physics × grid × architecture × encoding (the
     `uniform` sampler), then md physics × architecture × encoding at `MD_GRID`, then the force
-    head's md physics × architecture at `MD_GRID`."""
+    head's md physics × network architecture at `MD_GRID` (a model that is not a network has
+    class heads only)."""
     for (potential, density, window), grid, arch, enc in itertools.product(
         PHYSICS, GRIDS, ARCHITECTURES, ENCODINGS
     ):
@@ -118,7 +119,8 @@ def _register_defaults() -> None:
 
     for physics, arch, enc in itertools.product(MD_PHYSICS, ARCHITECTURES, ENCODINGS):
         register_case(md_case(physics, arch, encoding=enc))
-    for physics, arch in itertools.product(FORCE_PHYSICS, ARCHITECTURES):
+    networks = [name for name, a in ARCHITECTURES.items() if a.network]
+    for physics, arch in itertools.product(FORCE_PHYSICS, networks):
         register_case(md_case(physics, arch, head="force"))
 
 

@@ -304,6 +304,12 @@ PAPER_VARIANTS = (  # (column, case variant, scale) of the paper-scale table
     ("LeNet joint + D4", "lenet-paper-joint-d4", "paper"),
     ("forcemap", "forcemap-paper", "paper"),
     ("forcemap, 250,000 samples", "forcemap-paper", "paper-s250000"),
+    ("recovered f(r)", "recovered-paper", "paper"),
+)
+QUANTILE_VARIANTS = (  # (column, case variant) of the paper-scale quantile-encoding table
+    ("LeNet", "lenet-quantile"),
+    ("forcemap", "forcemap-quantile"),
+    ("recovered f(r)", "recovered-quantile"),
 )
 SAMPLE_VARIANTS = (
     ("LeNet", "lenet-paper"),
@@ -374,6 +380,60 @@ def paper_table(results: Path) -> str:
         rows.append(cells)
     headers = ["setting (n = 28, paper encoding)", "majority", "cell centre", "Bayes limit"]
     headers += [PAPER_VARIANTS[0][0], "vs 71 %", *(c for c, _, _ in PAPER_VARIANTS[1:])]
+    return _markdown(headers, rows)
+
+
+def quantile_table(results: Path) -> str:
+    """The paper-scale `quantile`-encoding table: per n = 28 setting, the baselines and each
+    model of `QUANTILE_VARIANTS` (seed 0 or the seeds' mean) with its fraction of Bayes."""
+    df = summarize_dir(results / "paper")
+    rows = []
+    for setting in _settings(df, "lenet-quantile"):
+        found = [_row(df, f"{setting}-{variant}", "paper") for _, variant in QUANTILE_VARIANTS]
+        first = next((r for r in found if r is not None), None)
+        if first is None or not setting.endswith("-n28"):
+            continue
+        cells = [_setting_label(first)]
+        cells += [_fmt(first[m]) for m in ("majority", "cell_centre", "bayes_limit")]
+        cells += [_accuracy_cell(r) for r in found]
+        rows.append(cells)
+    headers = ["setting (n = 28, quantile encoding)", "majority", "cell centre", "Bayes limit"]
+    return _markdown(headers + [c for c, _ in QUANTILE_VARIANTS], rows)
+
+
+def recovered_table(results: Path) -> str:
+    """The recovered model on the n = 28 settings at paper scale, seed 0 (`results/paper`): its
+    joint accuracy, the true-force Monte Carlo on the same test samples and draws, the fraction
+    of it with its standard error, the paired difference from the cell-centre oracle, and the
+    fit's largest relative parameter error."""
+    from mdkeras.potentials import label
+
+    found = {}
+    for _, r in load_records(results / "paper"):
+        c = r.get("case", {})
+        if r["status"] == "ok" and c.get("architecture") == "recovered" and r["scale"] == "paper":
+            if c["grid"] == 28 and r["seed"] == 0 and c.get("sampler", "uniform") == "uniform":
+                found[(c["potential"], c["density"], c["encoding"])] = r
+    rows = []
+    order = {"lj": 0, "coulomb": 1}
+    for (pot, rho, enc), r in sorted(found.items(), key=lambda kv: (order[kv[0][0]], *kv[0][1:])):
+        sec = r["recovered"]
+        mc, cc = sec["true_force_monte_carlo"], sec["cell_centre"]
+        params = sec["fit"]["parameters"]
+        worst = max(params, key=lambda k: abs(params[k]["relative_error"]))
+        rows.append(
+            [
+                f"{label(pot)} ρ = {rho:g}",
+                enc,
+                f"{r['metrics']['joint_accuracy']:.4f}",
+                f"{mc['joint_accuracy']:.4f}",
+                f"{mc['fraction']:.4f} ± {mc['se'] / mc['joint_accuracy']:.4f}",
+                f"{cc['difference']:+.4f} ± {cc['se']:.4f}".replace("-", "−"),
+                f"{worst} {100 * params[worst]['relative_error']:+.2f} %".replace("-", "−"),
+            ]
+        )
+    headers = ["setting (n = 28)", "encoding", "recovered", "true-force Monte Carlo",
+               "fraction of it", "minus cell centre", "largest parameter error"]  # fmt: skip
     return _markdown(headers, rows)
 
 
@@ -579,6 +639,8 @@ def equilibrium_table(results: Path) -> str:
 README_TABLES = {
     "recovery-equilibrium": equilibrium_table,
     "paper": paper_table,
+    "quantile": quantile_table,
+    "recovered": recovered_table,
     "simulations": simulations_table,
     "forcemap-bayes": forcemap_bayes_table,
     "samples": samples_table,

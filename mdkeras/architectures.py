@@ -65,7 +65,8 @@ class Architecture:
     """
 
     name: str
-    builder: str  # "module:function", a trunk `(x, grid, prefix) -> features before Dense K`
+    builder: str | None  # "module:function", a trunk `(x, grid, prefix) -> features before
+    # Dense K`; None: not a network (`runner` makes its record)
     min_grid: int
     recipe: Recipe = Recipe()
     smoke_cells: int | None = None
@@ -73,10 +74,31 @@ class Architecture:
     # Seconds per (case, seed) on the 2-core CPU machine, by grid: (fixed, per training
     # sample-epoch), read by `benchmarks.plan` to estimate a run (see the measurement there).
     cpu_cost: dict[int, tuple[float, float]] = field(default_factory=dict)
+    # A model that is not a network: "module:function" `(case, scale, seed, splits, **options)
+    # -> record` run instead of Keras training (`training.run_case`); class heads only.
+    runner: str | None = None
+    # The fewest samples (train + test) a scale needs for this architecture, by grid: a scale
+    # with fewer is not run (`run` reports the pair as not runnable). {}: any scale.
+    min_samples: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def network(self) -> bool:
+        """True for a Keras network (a trunk builder, every head, `perf train`)."""
+        return self.builder is not None
 
     def trunk(self):
         """The trunk builder function (imports its module, and so Keras, on first use)."""
+        if self.builder is None:
+            raise MdkerasError(f"architecture {self.name!r} is not a network: it has no trunk.")
         return resolve(self.builder)
+
+    def too_few_samples(self, scale, grid: int) -> str | None:
+        """Why `scale` is too small for this architecture on an `n = grid` grid, or None."""
+        need = self.min_samples.get(int(grid), 0)
+        if scale.samples >= need:
+            return None
+        have = f"{scale.name} has {scale.samples:,}"
+        return f"{self.name} needs >= {need:,} samples at n = {grid} ({have})"
 
     def split_cap(self, scale, grid: int) -> int | None:
         """The most samples a split keeps at `scale` on an `n = grid` grid (None: no cap)."""
@@ -89,6 +111,15 @@ class Architecture:
         cap = self.split_cap(scale, grid)
         return available if cap is None else min(available, cap)
 
+
+# The recovered model fits the cell-averaged kernel by least squares, which needs at least 4
+# training samples per fitted cell with the touching cells empty (`recovery.kernel`): 2,000
+# samples (smoke) are too few at every grid, 10,000 enough at n = 16 and 28 (`ci`), n = 56 needs
+# the paper's 50,000. Its cost is the fit plus the Monte Carlo, a fixed time per case: about
+# 15 s (uniform) at paper scale, measured with `run -k 'lj-rho0.50-w8-n28-recovered-*' --scale
+# paper` (the `md` cases add the MD runs of the equilibrium recovery, minutes).
+RECOVERED_MIN_SAMPLES = {16: 10_000, 28: 10_000, 56: 50_000}
+RECOVERED_COST = {16: (15.0, 0.0), 28: (15.0, 0.0), 56: (30.0, 0.0)}
 
 # LeNet's two valid 5×5 convolutions and two 2×2 pools need n >= 16 (16 -> 12 -> 6 -> 2 -> 1).
 # AlexNet (same padding, three pools) and forcemap (any n) share the floor so all three run on
@@ -126,8 +157,21 @@ ARCHITECTURES: dict[str, Architecture] = {
             summary="a linear D4-symmetric force map, signed log readout and small MLP",
             cpu_cost={16: (4.0, 0.00006), 28: (4.4, 0.00008), 56: (4.1, 0.00012)},
         ),
+        Architecture(
+            "recovered",
+            None,
+            min_grid=16,
+            runner="mdkeras.recovered:fit",
+            min_samples=RECOVERED_MIN_SAMPLES,
+            summary="no network: f(r) recovered from the training split, then the Monte Carlo "
+            "of the Bayes limit with that force",
+            cpu_cost=RECOVERED_COST,
+        ),
     )
 }
+
+
+NETWORKS = tuple(name for name, a in ARCHITECTURES.items() if a.network)  # Keras models
 
 
 def get_architecture(name: str) -> Architecture:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from mdkeras.architectures import ARCHITECTURES
+from mdkeras.architectures import ARCHITECTURES, get_architecture
 from mdkeras.checks import check_choice, check_int, check_number
 from mdkeras.encoding import ENCODINGS
 from mdkeras.errors import MdkerasError
@@ -59,6 +59,7 @@ class Case:
         check_choice("head", self.head, HEADS)
         if self.head == "force":
             self._check_force_head()
+        self._check_network_axes()
         check_number("density", self.density, positive=True, noun="a number")
         check_number("window", self.window, positive=True, noun="a number")
         check_int("grid", self.grid, min=2)
@@ -74,6 +75,21 @@ class Case:
                     f"{axis}={getattr(self, axis)!r} does not apply to head 'force': it "
                     f"regresses (F_x, F_y), no classes; leave {axis} at its default "
                     f"({defaults[axis]!r}) or use head 'separate' or 'joint'."
+                )
+
+    def _check_network_axes(self) -> None:
+        """A model that is not a network (`Architecture.network`) predicts classes and trains
+        nothing: no force head, no augmentation."""
+        arch = get_architecture(self.architecture)
+        if arch.network:
+            return
+        for axis, bad in (("head", self.head == "force"), ("augment", self.augment)):
+            if bad:
+                raise MdkerasError(
+                    f"{axis}={getattr(self, axis)!r} is not allowed for architecture "
+                    f"{self.architecture!r}: it is not a network (it trains nothing and "
+                    "predicts classes); use head 'separate' or 'joint' without --augment, or "
+                    "a network architecture."
                 )
 
     @property

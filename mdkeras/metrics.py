@@ -176,6 +176,48 @@ BAYES_SAMPLES = 50_000  # score every test sample up to this, so fraction_of_bay
 BAYES_DRAWS = 256  # position realisations per descriptor (SPEC's default M)
 
 
+def monte_carlo_classes(
+    grids: np.ndarray,
+    encoder,
+    *,
+    potential: str,
+    window: float,
+    draws: int = BAYES_DRAWS,
+    seed: int = 0,
+    force_over_r=None,
+    chunk: int = 128,
+) -> np.ndarray:
+    """The most frequent joint class `(S,)` of each descriptor's window force over `draws`
+    realisations of its neighbours, iid uniform within their cells.
+
+    The pair force is the potential's, or `force_over_r` (`f(r)/r` as a function of `r^2`,
+    e.g. a recovered model's). The draws depend only on `seed`, the grids, `draws` and `chunk`,
+    never on the force: two calls with the same arguments but different forces are paired
+    (common random numbers), so their accuracies differ only where the forces' votes do.
+    """
+    rng = np.random.default_rng(seed)
+    k = encoder.classes
+    n = grids.shape[-1]
+    h = window / n
+    out = np.empty(len(grids), dtype=np.int64)
+    for lo in range(0, len(grids), chunk):
+        g = grids[lo : lo + chunk]
+        s, iy, ix = np.nonzero(g)
+        reps = g[s, iy, ix].astype(np.int64)
+        owner = np.repeat(s, reps)  # one entry per counted neighbour
+        x0 = np.repeat(ix, reps) * h - 0.5 * window  # lower-left corner of each one's cell
+        y0 = np.repeat(iy, reps) * h - 0.5 * window
+        dx = (x0 + h * rng.random((draws, len(owner)))).ravel()  # (M * P,)
+        dy = (y0 + h * rng.random((draws, len(owner)))).ravel()
+        slot = (np.arange(draws)[:, None] * len(g) + owner[None]).ravel()
+        f = sum_forces(potential, slot, dx, dy, draws * len(g), force_over_r=force_over_r)
+        votes = joint_index(encoder.encode(f.reshape(draws, len(g), 2)), k)  # (M, chunk)
+        tally = np.zeros((len(g), k * k), dtype=np.int64)
+        np.add.at(tally, (np.broadcast_to(np.arange(len(g)), votes.shape), votes), 1)
+        out[lo : lo + len(g)] = tally.argmax(axis=1)
+    return out
+
+
 def bayes_limit(
     grids: np.ndarray,
     true_classes: np.ndarray,
@@ -191,33 +233,16 @@ def bayes_limit(
 
     For the uniform sampler, given the counts the neighbours are iid uniform in their cells. For
     each descriptor, draw `draws` position realisations, encode each window force, and predict
-    the most frequent joint class; score that classifier against the *true* labels.
+    the most frequent joint class (`monte_carlo_classes`); score that classifier against the
+    *true* labels.
 
     Returns:
         `(accuracy, standard_error)` over the `len(grids)` samples.
     """
-    rng = np.random.default_rng(seed)
-    k = encoder.classes
-    n = grids.shape[-1]
-    h = window / n
-    truth = joint_index(true_classes, k)
-    hits = 0
-    for lo in range(0, len(grids), chunk):
-        g = grids[lo : lo + chunk]
-        s, iy, ix = np.nonzero(g)
-        reps = g[s, iy, ix].astype(np.int64)
-        owner = np.repeat(s, reps)  # one entry per counted neighbour
-        x0 = np.repeat(ix, reps) * h - 0.5 * window  # lower-left corner of each one's cell
-        y0 = np.repeat(iy, reps) * h - 0.5 * window
-        dx = (x0 + h * rng.random((draws, len(owner)))).ravel()  # (M * P,)
-        dy = (y0 + h * rng.random((draws, len(owner)))).ravel()
-        slot = (np.arange(draws)[:, None] * len(g) + owner[None]).ravel()
-        f = sum_forces(potential, slot, dx, dy, draws * len(g)).reshape(draws, len(g), 2)
-        votes = joint_index(encoder.encode(f), k)  # (M, chunk)
-        tally = np.zeros((len(g), k * k), dtype=np.int64)
-        np.add.at(tally, (np.broadcast_to(np.arange(len(g)), votes.shape), votes), 1)
-        hits += int(np.sum(tally.argmax(axis=1) == truth[lo : lo + chunk]))
-    p = hits / len(grids)
+    pred = monte_carlo_classes(
+        grids, encoder, potential=potential, window=window, draws=draws, seed=seed, chunk=chunk
+    )
+    p = float(np.mean(pred == joint_index(true_classes, encoder.classes)))
     return p, math.sqrt(p * (1.0 - p) / len(grids))
 
 

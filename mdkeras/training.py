@@ -32,6 +32,7 @@ from mdkeras.config import Case, Scale
 from mdkeras.datasets import DatasetSpec, load_or_build
 from mdkeras.encoding import fit_encoder
 from mdkeras.errors import MdkerasError
+from mdkeras.lazy import resolve
 from mdkeras.metrics import (
     baselines,
     classification_metrics,
@@ -98,6 +99,10 @@ def run_case(
     wall0 = time.perf_counter()
     splits = load_splits(case, scale, seed, cache_dir=cache_dir, progress=verbose > 0)
     dataset_seconds = time.perf_counter() - wall0
+    if not get_architecture(case.architecture).network:
+        return _run_physics_case(
+            case, scale, seed, splits, wall0=wall0, cache_dir=cache_dir, verbose=verbose
+        )
     if case.head == "force":
         return _run_force_case(
             case,
@@ -215,6 +220,77 @@ def _run_force_case(
         _report_force(case, seed, metrics, base, record)
     if not reuse:
         keras.backend.clear_session()
+    return record
+
+
+def _run_physics_case(
+    case: Case, scale: Scale, seed: int, splits: Splits, *, wall0: float, cache_dir, verbose: int
+) -> dict:
+    """`run_case`'s steps for a model that is not a network (`recovered`): fit it on the
+    training split (the architecture's `runner`), predict the test split, score the baselines,
+    build the record; its own section (the fit, the paired comparisons) is `record[arch]`."""
+    arch = get_architecture(case.architecture)
+    reason = arch.too_few_samples(scale, case.grid)
+    if reason is not None:
+        raise MdkerasError(f"{case.name} cannot run: {reason}; use a larger scale or --samples.")
+    dataset_seconds = time.perf_counter() - wall0
+    data = load_or_build(splits.spec, cache_dir=cache_dir, progress=False)
+
+    def say(message: str) -> None:
+        if verbose:
+            print(f"{case.name} seed={seed}: {message}", file=sys.stderr, flush=True)
+
+    t0 = time.perf_counter()
+    model = resolve(arch.runner)(
+        data, classes=case.classes, encoding=case.encoding, seed=seed, progress=say
+    )
+    fit_seconds = time.perf_counter() - t0
+    say(f"fitted {model.method}: " + ", ".join(f"{k} = {v:.5g}" for k, v in model.params.items()))
+    t0 = time.perf_counter()
+    pred, section = model.evaluate(
+        splits.grids["test"], splits.classes["test"], splits.encoder, seed=seed
+    )
+    eval_seconds = time.perf_counter() - t0
+    metrics = evaluate(pred, splits)
+    t0 = time.perf_counter()
+    base = case_baselines(case, splits, seed)
+    baseline_seconds = time.perf_counter() - t0
+    metrics.update(collapse(pred, case.classes, metrics["joint_accuracy"], base["majority"]))
+    test, train, k = splits.classes["test"], splits.classes["train"], case.classes
+    record = build_run_record(
+        case,
+        scale,
+        seed,
+        metrics=metrics,
+        baselines=base,
+        history=[],
+        best_epoch=0,
+        training={"fitted": "the training split", "method": model.method},
+        split_sizes={name: len(g) for name, g in splits.grids.items()},
+        confusion={
+            axis: confusion_matrix(test[:, c], pred[:, c], k).tolist()
+            for c, axis in enumerate(("x", "y"))
+        },
+        class_histogram={
+            axis: np.bincount(train[:, c], minlength=k).tolist()
+            for c, axis in enumerate(("x", "y"))
+        },
+        encoder=splits.encoder.state(),
+        parameters=len(model.params),
+        dataset_key=splits.spec.key(),
+        timing={
+            "dataset_seconds": dataset_seconds,
+            "train_seconds": fit_seconds,
+            "eval_seconds": eval_seconds,
+            "baseline_seconds": baseline_seconds,
+            "samples_per_second": None,
+            "wall_seconds": time.perf_counter() - wall0,
+        },
+        provenance={**provenance(), "deterministic": True, "mixed_precision": False, "xla": False},
+    )
+    record[arch.name] = section
+    if verbose:
+        _report(case, seed, metrics, base, record)
     return record
 
 
@@ -681,10 +757,11 @@ def _report(case, seed, metrics, base, record) -> None:
     else:
         bayes_text = f"uniform-gas Bayes classifier {base['uniform_bayes']:.4f}"
     learned = ", did not learn" if metrics["collapsed"] else ""
+    epochs = f"best epoch {record['best_epoch']}/{record['epochs_run']}"
     print(
         f"{case.name} seed={seed}: joint accuracy {metrics['joint_accuracy']:.4f} "
         f"(majority {base['majority']:.4f}, cell centre {base['cell_centre']:.4f}, "
-        f"{bayes_text}), best epoch {record['best_epoch']}/{record['epochs_run']}{learned}",
+        f"{bayes_text}), {epochs if record['epochs_run'] else 'no training'}{learned}",
         file=sys.stderr,
         flush=True,
     )

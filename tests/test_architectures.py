@@ -10,6 +10,7 @@ from mdkeras.architectures import (
     BATCH_SIZE,
     LEARNING_RATE,
     MIN_SPLIT,
+    NETWORKS,
     Architecture,
     Recipe,
     check_grid,
@@ -20,8 +21,14 @@ from mdkeras.errors import MdkerasError
 
 
 def test_every_architecture_has_builder_min_grid_and_recipe():
-    assert set(ARCHITECTURES) == {"lenet", "alexnet", "forcemap"}
-    for name, arch in ARCHITECTURES.items():
+    assert set(ARCHITECTURES) == {"lenet", "alexnet", "forcemap", "recovered"}
+    assert NETWORKS == ("lenet", "alexnet", "forcemap")
+    recovered = get_architecture("recovered")
+    assert not recovered.network and recovered.runner == "mdkeras.recovered:fit"
+    with pytest.raises(MdkerasError, match="'recovered' is not a network"):
+        recovered.trunk()
+    for name in NETWORKS:
+        arch = ARCHITECTURES[name]
         assert arch.name == name
         module, _, function = arch.builder.partition(":")
         assert module == "mdkeras.models" and function == f"{name}_trunk"
@@ -72,7 +79,10 @@ def test_config_and_registry_read_the_table(monkeypatch):
     for name in registry.case_names():
         per_arch[registry.get_case(name).architecture] += 1
     per_physics = len(registry.PHYSICS) * len(registry.GRIDS) + len(registry.MD_PHYSICS)
-    assert set(per_arch.values()) == {per_physics * 2 + len(registry.FORCE_PHYSICS)}
+    classes = per_physics * 2  # the class-head cases; networks also have the force head's
+    assert per_arch == {
+        a: classes + (len(registry.FORCE_PHYSICS) if a in NETWORKS else 0) for a in ARCHITECTURES
+    }
     with pytest.raises(MdkerasError, match="architecture='vgg' is not allowed.*'forcemap'"):
         Case("lj", 0.5, 8.0, 28, architecture="vgg")
     entry = Architecture("vgg", "mdkeras.models:lenet_trunk", min_grid=20)
@@ -98,3 +108,19 @@ def test_reading_the_tables_does_not_import_tensorflow():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_scale_too_small_for_the_recovered_model_says_what_it_needs():
+    recovered = get_architecture("recovered")
+    msg = recovered.too_few_samples(SCALES["smoke"], 28)
+    assert msg == "recovered needs >= 10,000 samples at n = 28 (smoke has 2,000)"
+    assert recovered.too_few_samples(SCALES["ci"], 28) is None
+    assert "50,000 samples at n = 56" in recovered.too_few_samples(SCALES["ci"], 56)
+    assert recovered.too_few_samples(SCALES["paper"], 56) is None
+    assert get_architecture("lenet").too_few_samples(SCALES["smoke"], 56) is None
+
+
+@pytest.mark.parametrize("axes", [{"head": "force", "sampler": "md"}, {"augment": True}])
+def test_the_recovered_model_has_no_force_head_and_no_augmentation(axes):
+    with pytest.raises(MdkerasError, match="is not allowed for architecture 'recovered'"):
+        Case("lj", 0.5, 8.0, 28, architecture="recovered", **axes)

@@ -22,7 +22,7 @@ from mdkeras.config import Case, get_scale
 from mdkeras.errors import MdkerasError
 
 NAME_RE = re.compile(
-    r"^(lj|coulomb)-rho\d+\.\d\d-w\d+-n\d+-(lenet|alexnet|forcemap)-(paper|quantile)$"
+    r"^(lj|coulomb)-rho\d+\.\d\d-w\d+-n\d+-(lenet|alexnet|forcemap|recovered)-(paper|quantile)$"
 )
 LJ = "lj-rho0.50-w8-n28-lenet-paper"  # a paper-reproduction case
 LJ16 = "lj-rho0.50-w8-n16-lenet-quantile"  # not one
@@ -107,10 +107,10 @@ def fake_training(monkeypatch):
 # --- registry ------------------------------------------------------------------------------
 
 
-def test_registry_has_108_unique_cases_with_readable_names():
+def test_registry_has_144_unique_cases_with_readable_names():
     cases = [c for c in registry.list_cases() if c.sampler == "uniform"]  # md: tests/test_md.py
     names = [c.name for c in cases]
-    assert len(names) == 108 and len(set(names)) == 108
+    assert len(names) == 144 and len(set(names)) == 144
     assert all(NAME_RE.match(n) for n in names), names
     assert LJ in names and "coulomb-rho2.00-w5-n56-alexnet-quantile" in names
     assert {c.grid for c in cases} == {16, 28, 56}
@@ -136,14 +136,14 @@ def test_get_case_round_trips_and_unknown_name_is_an_error():
 
 
 def test_include_and_exclude_globs():
-    assert len(registry.list_cases("n16")) == 36  # bare word = substring
-    assert len(registry.list_cases("lj-*-n28-*")) == 18
+    assert len(registry.list_cases("n16")) == 48  # bare word = substring
+    assert len(registry.list_cases("lj-*-n28-*")) == 24
     lenet28 = registry.list_cases(
-        ["lj-*-n28-*", "coulomb-*-n28-*"], exclude=["alexnet", "forcemap"]
+        ["lj-*-n28-*", "coulomb-*-n28-*"], exclude=["alexnet", "forcemap", "recovered"]
     )
     assert len(lenet28) == 12 and all(c.architecture == "lenet" for c in lenet28)
     both = registry.list_cases(exclude=["*-quantile", "n56", "md-*"])
-    assert len(both) == 36 and all(c.encoding == "paper" and c.grid != 56 for c in both)
+    assert len(both) == 48 and all(c.encoding == "paper" and c.grid != 56 for c in both)
     assert [c.name for c in registry.list_cases(LJ)] == [LJ]
 
 
@@ -332,7 +332,7 @@ def test_compare_missing_reference_file_is_one_line_error(summary_dir, capsys):
 def test_list_prints_all_108(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-1] == "153 cases"  # 108 uniform + 42 md + 3 md force-head
+    assert out[-1] == "203 cases"  # 144 uniform + 56 md + 3 md force-head
     assert sum(bool(NAME_RE.match(line.split()[0])) for line in out) == 108
 
 
@@ -342,7 +342,7 @@ def test_list_ci_and_patterns(capsys):
     assert all(n in out for n in registry.CI_CASES)
     assert out.splitlines()[-1] == f"{len(registry.CI_CASES)} cases"
     assert main(["list", "-k", "coulomb", "-k", "n16", "--exclude", "alexnet"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "60 cases"  # 48 uniform + 12 md
+    assert capsys.readouterr().out.splitlines()[-1] == "90 cases"  # 72 uniform + 18 md
 
 
 def test_help_exits_zero(capsys):

@@ -286,7 +286,7 @@ def test_registry_md_cases_cover_every_setting_with_a_measured_protocol():
 
     cases = [c for c in registry.list_cases("md-") if c.head != "force"]
     names = [c.name for c in cases]
-    assert len(names) == len(set(names)) == 7 * len(ARCHITECTURES) * 2 == 42
+    assert len(names) == len(set(names)) == 7 * len(ARCHITECTURES) * 2 == 56
     assert "md-lj-rho0.50-t1.00-w8-n28-lenet-paper" in names
     assert "md-lj-rho0.70-t1.00-w8-n28-forcemap-quantile" in names
     assert all(c.sampler == "md" and c.temperature == 1.0 and c.grid == 28 for c in cases)

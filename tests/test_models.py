@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from mdkeras.architectures import ARCHITECTURES, check_grid, min_grid
+from mdkeras.architectures import ARCHITECTURES, NETWORKS, check_grid, min_grid
 from mdkeras.config import CLASS_HEADS, HEADS
 from mdkeras.errors import MdkerasError
 from mdkeras.models import build_model, force_predictor, load_force_model
@@ -48,8 +48,9 @@ def _tower_layers(model, prefix):
 
 
 def test_every_table_entry_builds_its_trunk_at_its_minimum_grid():
-    assert tuple(ARCHITECTURES) == ("lenet", "alexnet", "forcemap")
-    for name, arch in ARCHITECTURES.items():
+    assert NETWORKS == ("lenet", "alexnet", "forcemap")
+    for name in NETWORKS:
+        arch = ARCHITECTURES[name]
         assert arch.name == name and min_grid(name) == arch.min_grid == 16
         assert callable(arch.trunk())
         model = build_model(name, arch.min_grid)
@@ -101,7 +102,7 @@ def test_alexnet_parameter_count_matches_docstring():
     assert [d.rate for d in drops] == [0.5, 0.5]
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("architecture", NETWORKS)
 @pytest.mark.parametrize("grid", [16, 28, 56])
 def test_forward_pass_both_heads(architecture, grid):
     x = np.random.default_rng(0).random((3, grid, grid, 1), dtype=np.float32)
@@ -128,7 +129,7 @@ def test_fits_one_step_with_dict_labels(head):
     assert np.isfinite(history.history["loss"][0])
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("architecture", NETWORKS)
 def test_small_grid_rejected(architecture):
     with pytest.raises(MdkerasError) as err:
         build_model(architecture, 12)
@@ -167,7 +168,7 @@ def test_bad_classes_rejected(classes):
         build_model("lenet", 28, classes=classes)
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("architecture", NETWORKS)
 def test_separate_towers_share_no_weights(architecture):
     model = build_model(architecture, 16)
     fx = {id(w) for layer in _tower_layers(model, "fx") for w in layer.weights}
@@ -187,7 +188,7 @@ def test_separate_towers_share_no_weights(architecture):
 # --- the force head ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("architecture", NETWORKS)
 def test_force_head_is_one_linear_float32_output_in_physical_units(architecture):
     model = build_model(architecture, 16, head="force", force_scale=4.0)
     assert model.output_names == ["force"] and tuple(model.outputs[0].shape) == (None, 2)
