@@ -401,6 +401,37 @@ def quantile_table(results: Path) -> str:
     return _markdown(headers + [c for c, _ in QUANTILE_VARIANTS], rows)
 
 
+def alexnet_table(results: Path) -> str:
+    """AlexNet against LeNet at `ci` scale on the n = 28 `paper`-encoding settings
+    (`results/alexnet`): each one's joint accuracy (mean ± sd over its seeds, the seeds
+    listed), AlexNet minus LeNet on seed 0, and whether any AlexNet seed did not learn."""
+    df = summarize_dir(results / "alexnet")
+    rows = []
+    for setting in _settings(df, "lenet-paper"):
+        lenet = _row(df, f"{setting}-lenet-paper", "ci")
+        alex = _row(df, f"{setting}-alexnet-paper", "ci")
+        if lenet is None or not setting.endswith("-n28"):
+            continue
+        cells = [_setting_label(lenet), _fmt(lenet["bayes_limit"])]
+        cells += [_accuracy_cell(lenet, fraction=False), f"{lenet['seeds']}"]
+        if alex is None:
+            rows.append(cells + ["not run", "", ""])
+            continue
+        first = [
+            r
+            for _, r in load_records(results / "alexnet")
+            if r["status"] == "ok" and r["case_name"] == f"{setting}-alexnet-paper"
+            and r["scale"] == "ci" and r["seed"] == 0
+        ]  # fmt: skip
+        delta = first[0]["metrics"]["joint_accuracy"] - lenet["joint_accuracy"] if first else None
+        cells += [_accuracy_cell(alex, fraction=False), f"{alex['seeds']}"]
+        cells.append("" if delta is None else f"{delta:+.4f}".replace("-", "−"))
+        rows.append(cells)
+    headers = ["setting (n = 28, paper encoding, ci)", "Bayes limit", "LeNet", "seeds",
+               "AlexNet", "seeds", "AlexNet − LeNet (seed 0)"]  # fmt: skip
+    return _markdown(headers, rows)
+
+
 def recovered_table(results: Path) -> str:
     """The recovered model on the n = 28 settings at paper scale, seed 0 (`results/paper`): its
     joint accuracy, the true-force Monte Carlo on the same test samples and draws, the fraction
@@ -640,6 +671,7 @@ README_TABLES = {
     "recovery-equilibrium": equilibrium_table,
     "paper": paper_table,
     "quantile": quantile_table,
+    "alexnet": alexnet_table,
     "recovered": recovered_table,
     "simulations": simulations_table,
     "forcemap-bayes": forcemap_bayes_table,

@@ -25,9 +25,10 @@ from mdkeras.potentials import get
 from mdkeras.recovery import BOOTSTRAP, recover
 
 # Position draws per test grid. The argmax over a finite number of draws is itself noisy, and
-# where classes are narrow (quantile edges) or near-tied that costs accuracy; 1,024 draws keep
-# every n = 28 paper-scale case at or above the cell-centre oracle (README, "What the 71 %
-# means"), measured against 256 and 4,096 on the test splits.
+# where classes are narrow or near-tied that costs accuracy: the true-force Monte Carlo scores
+# 0.5249 with the Bayes limit's 256 draws and 0.5278 with 1,024 on coulomb-rho2.00-w5-n28
+# (paper encoding, paper scale). With 1,024 the recovered model is above the cell-centre oracle
+# on every n = 28 paper-scale case (README, "The recovered potential as a model").
 DRAWS = 1024
 
 
