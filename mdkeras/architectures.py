@@ -74,8 +74,10 @@ class Architecture:
     # Seconds per (case, seed) on the 2-core CPU machine, by grid: (fixed, per training
     # sample-epoch), read by `benchmarks.plan` to estimate a run (see the measurement there).
     cpu_cost: dict[int, tuple[float, float]] = field(default_factory=dict)
-    # A model that is not a network: "module:function" `(case, scale, seed, splits, **options)
-    # -> record` run instead of Keras training (`training.run_case`); class heads only.
+    # A model that is not a network: "module:function" `(data, *, classes, encoding, seed,
+    # progress) -> model` fitting it on the training split of a `datasets.Dataset`, the model
+    # having `method`, `params` and `evaluate(grids, classes, encoder, *, seed) -> (pred,
+    # record section)`; `training.run_case` calls it instead of Keras. Class heads only.
     runner: str | None = None
     # The fewest samples (train + test) a scale needs for this architecture, by grid: a scale
     # with fewer is not run (`run` reports the pair as not runnable). {}: any scale.

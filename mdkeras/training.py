@@ -256,7 +256,6 @@ def _run_physics_case(
     base = case_baselines(case, splits, seed)
     baseline_seconds = time.perf_counter() - t0
     metrics.update(collapse(pred, case.classes, metrics["joint_accuracy"], base["majority"]))
-    test, train, k = splits.classes["test"], splits.classes["train"], case.classes
     record = build_run_record(
         case,
         scale,
@@ -267,15 +266,7 @@ def _run_physics_case(
         best_epoch=0,
         training={"fitted": "the training split", "method": model.method},
         split_sizes={name: len(g) for name, g in splits.grids.items()},
-        confusion={
-            axis: confusion_matrix(test[:, c], pred[:, c], k).tolist()
-            for c, axis in enumerate(("x", "y"))
-        },
-        class_histogram={
-            axis: np.bincount(train[:, c], minlength=k).tolist()
-            for c, axis in enumerate(("x", "y"))
-        },
-        encoder=splits.encoder.state(),
+        **_class_fields(splits, pred, case.classes),
         parameters=len(model.params),
         dataset_key=splits.spec.key(),
         timing={
@@ -671,8 +662,6 @@ def build_record(
 ) -> dict:
     """Step 7: the run record (`mdkeras.records.build_run_record`) of a fitted, evaluated case;
     `options` are the speed options, kept in the provenance."""
-    test, train = splits.classes["test"], splits.classes["train"]
-    k = case.classes
     training = _training_fields(fit, splits, scale)
     return _fitted_record(
         case,
@@ -686,16 +675,25 @@ def build_record(
         training,
         timing,
         options,
-        confusion={  # [true class][predicted class] counts on the test split
+        **_class_fields(splits, pred, case.classes),
+    )
+
+
+def _class_fields(splits: Splits, pred: np.ndarray, k: int) -> dict:
+    """A class head's record fields: the test split's confusion matrices ([true class][predicted
+    class] counts per component), the training split's class counts, the encoder's state."""
+    test, train = splits.classes["test"], splits.classes["train"]
+    return {
+        "confusion": {
             axis: confusion_matrix(test[:, c], pred[:, c], k).tolist()
             for c, axis in enumerate(("x", "y"))
         },
-        class_histogram={  # training-split class counts per component
+        "class_histogram": {
             axis: np.bincount(train[:, c], minlength=k).tolist()
             for c, axis in enumerate(("x", "y"))
         },
-        encoder=splits.encoder.state(),
-    )
+        "encoder": splits.encoder.state(),
+    }
 
 
 def _fitted_record(
