@@ -134,12 +134,7 @@ def run_case(
     t0 = time.perf_counter()
     pred = predict_classes(model, pipes.test, case)
     eval_seconds = time.perf_counter() - t0
-    metrics = evaluate(pred, splits)
-
-    t0 = time.perf_counter()
-    base = case_baselines(case, splits, seed)
-    baseline_seconds = time.perf_counter() - t0
-    metrics.update(collapse(pred, case.classes, metrics["joint_accuracy"], base["majority"]))
+    metrics, base, baseline_seconds = score_classes(case, splits, seed, pred)
 
     timing = _timing(fit, wall0, dataset_seconds, eval_seconds, baseline_seconds)
     options = {"deterministic": deterministic, "mixed_precision": mixed_precision, "xla": xla}
@@ -251,11 +246,7 @@ def _run_physics_case(
         splits.grids["test"], splits.classes["test"], splits.encoder, seed=seed
     )
     eval_seconds = time.perf_counter() - t0
-    metrics = evaluate(pred, splits)
-    t0 = time.perf_counter()
-    base = case_baselines(case, splits, seed)
-    baseline_seconds = time.perf_counter() - t0
-    metrics.update(collapse(pred, case.classes, metrics["joint_accuracy"], base["majority"]))
+    metrics, base, baseline_seconds = score_classes(case, splits, seed, pred)
     record = build_run_record(
         case,
         scale,
@@ -630,6 +621,17 @@ def evaluate(pred: np.ndarray, splits: Splits) -> dict:
     metrics["force_mae"] = force_mae(splits.encoder, pred, true_forces)
     metrics["force_median_ae"] = force_median_ae(splits.encoder, pred, true_forces)
     return metrics
+
+
+def score_classes(case: Case, splits: Splits, seed: int, pred: np.ndarray):
+    """Steps 5-6 for the predicted test classes `(S, 2)` of any class-head model: its metrics
+    (`evaluate`, and the did-not-learn rule), the baselines and the seconds they took."""
+    metrics = evaluate(pred, splits)
+    t0 = time.perf_counter()
+    base = case_baselines(case, splits, seed)
+    seconds = time.perf_counter() - t0
+    metrics.update(collapse(pred, case.classes, metrics["joint_accuracy"], base["majority"]))
+    return metrics, base, seconds
 
 
 def case_baselines(case: Case, splits: Splits, seed: int) -> dict:
