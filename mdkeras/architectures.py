@@ -74,8 +74,8 @@ class Architecture:
     # Seconds per (case, seed) on the 2-core CPU machine, by grid: (fixed, per training
     # sample-epoch), read by `benchmarks.plan` to estimate a run (see the measurement there).
     cpu_cost: dict[int, tuple[float, float]] = field(default_factory=dict)
-    # A model that is not a network: "module:function" `(data, *, classes, encoding, seed,
-    # progress) -> model` fitting it on the training split of a `datasets.Dataset`, the model
+    # A model that is not a network: "module:function" `(data, *, seed, progress) -> model`
+    # fitting it on the training split of a `datasets.Dataset`, the model
     # having `method`, `params` and `evaluate(grids, classes, encoder, *, seed) -> (pred,
     # record section)`; `training.run_case` calls it instead of Keras. Class heads only.
     runner: str | None = None

@@ -102,28 +102,35 @@ class RecoveredModel:
         return np.stack([joint // k, joint % k], axis=1), section
 
 
-def fit(data, *, classes: int, encoding: str, seed: int, progress=None) -> RecoveredModel:
+_FITS: dict[tuple, RecoveredModel] = {}  # (dataset key, seed) -> the model fitted in this process
+
+
+def fit(data, *, seed: int, progress=None) -> RecoveredModel:
     """Recover `f(r)` from the training split of the `datasets.Dataset` `data` (the method
     `recover` picks for its sampler, `BOOTSTRAP` replicates for the errors); `progress` gets the
-    equilibrium method's iteration lines."""
-    summary, _ = recover(
-        data,
-        encodings=(encoding,),
-        classes=classes,
-        bootstrap=BOOTSTRAP,
-        seed=seed,
-        bayes=False,
-        progress=progress,
-    )
-    params = {k: float(v["value"]) for k, v in summary["parameters"].items()}
-    keep = ("model", "method", "parameters", "derived", "deconvolution", "kernel", "uniform_fit")
-    return RecoveredModel(
-        potential=data.spec.potential,
-        window=float(data.spec.window),
-        params=params,
-        method=summary["method"],
-        summary={k: summary[k] for k in keep if k in summary},
-    )
+    equilibrium method's iteration lines. The fit depends on the data and the seed only, so the
+    cases that differ in encoding or head share it within a process (an `md` fit is minutes of
+    MD)."""
+    key = (data.spec.key(), int(seed))
+    if key not in _FITS:
+        summary, _ = recover(data, encodings=(), bootstrap=BOOTSTRAP, seed=seed, progress=progress)
+        keep = (
+            "model",
+            "method",
+            "parameters",
+            "derived",
+            "deconvolution",
+            "kernel",
+            "uniform_fit",
+        )
+        _FITS[key] = RecoveredModel(
+            potential=data.spec.potential,
+            window=float(data.spec.window),
+            params={k: float(v["value"]) for k, v in summary["parameters"].items()},
+            method=summary["method"],
+            summary={k: summary[k] for k in keep if k in summary},
+        )
+    return _FITS[key]
 
 
 def paired(a: np.ndarray, b: np.ndarray) -> dict:

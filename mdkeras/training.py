@@ -236,9 +236,7 @@ def _run_physics_case(
             print(f"{case.name} seed={seed}: {message}", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
-    model = resolve(arch.runner)(
-        data, classes=case.classes, encoding=case.encoding, seed=seed, progress=say
-    )
+    model = resolve(arch.runner)(data, seed=seed, progress=say)
     fit_seconds = time.perf_counter() - t0
     say(f"fitted {model.method}: " + ", ".join(f"{k} = {v:.5g}" for k, v in model.params.items()))
     t0 = time.perf_counter()

@@ -92,6 +92,11 @@ def test_a_recovered_case_fits_the_training_split_and_writes_a_valid_record(tmp_
     assert section["samples"] == record["split_sizes"]["test"]
     loaded = load_record(write_record(tmp_path / "r.json", record))
     assert loaded["recovered"]["draws"] == section["draws"]
+    # the other encoding's case shares the fit (same data and seed), not its scoring
+    paper = Case("coulomb", 0.5, 5.0, 16, architecture="recovered", encoding="paper")
+    again = run_case(paper, scale, 0, cache_dir=tmp_path, verbose=0)
+    assert again["recovered"]["fit"] == fit and again["encoder"]["name"] == "paper"
+    assert again["timing"]["train_seconds"] < 0.1 * record["timing"]["train_seconds"]
 
 
 def test_a_recovered_case_refuses_a_scale_too_small_to_fit(tmp_path):
