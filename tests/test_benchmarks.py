@@ -329,11 +329,11 @@ def test_compare_missing_reference_file_is_one_line_error(summary_dir, capsys):
 # --- CLI -----------------------------------------------------------------------------------
 
 
-def test_list_prints_all_108(capsys):
+def test_list_prints_all_144_uniform(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == "203 cases"  # 144 uniform + 56 md + 3 md force-head
-    assert sum(bool(NAME_RE.match(line.split()[0])) for line in out) == 108
+    assert sum(bool(NAME_RE.match(line.split()[0])) for line in out) == 144
 
 
 def test_list_ci_and_patterns(capsys):

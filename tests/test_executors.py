@@ -392,7 +392,8 @@ def test_estimates_follow_the_cost_table():
 def test_run_and_dry_run_print_the_plan(tmp_path, capsys):
     assert main(["run", "--all", "--seeds", "0,1", "--dry-run", "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
-    assert "plan: 153 cases x 2 seeds = 306 runs: 306 to run; estimated " in out
+    assert "plan: 203 cases x 2 seeds = 406 runs: 306 to run; estimated " in out
+    assert "not run: 100 (case, seed) at scale smoke: recovered needs >= 10,000" in out
     assert "CPU cost table" in out
     assert not (tmp_path / "o").exists()
 

@@ -271,7 +271,7 @@ def test_cli_writes_record_and_plots(tmp_path, capsys):
     record = json.loads((out / f"{stem}.json").read_text())
     assert record["kind"] == "recovery" and record["physics"]["grid"] == 16
     assert set(record["scores"]) == {"paper", "quantile"}  # both encodings' cases selected
-    assert len(record["cases"]) == 6  # lenet, alexnet, forcemap x paper, quantile
+    assert len(record["cases"]) == 8  # lenet, alexnet, forcemap, recovered x paper, quantile
     assert abs(record["parameters"]["p"]["relative_error"]) < 0.1
     assert "git_commit" in json.dumps(record["provenance"]) or record["provenance"]
     for suffix in ("force", "kernel"):
@@ -303,7 +303,7 @@ def test_physics_settings_deduplicate_cases():
 
     settings = physics_settings(registry.list_cases("n28", exclude="md-"))
     assert len(settings) == 6
-    assert all(s["encodings"] == ["paper", "quantile"] and len(s["cases"]) == 6 for s in settings)
+    assert all(s["encodings"] == ["paper", "quantile"] and len(s["cases"]) == 8 for s in settings)
     md = physics_settings(registry.list_cases("md-"))  # md data is its own setting
     assert len(md) == 7 and all(s["sampler"] == "md" and s["name"].startswith("md-") for s in md)
     assert md[2]["key"] == settings[2]["key"] and md[2]["name"] != settings[2]["name"]
