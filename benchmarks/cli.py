@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--augment",
         action="store_true",
-        help="train with random D4 rotations/reflections (case name gains -d4)",
+        help="train with random D4 rotations/reflections (case name gains -d4; a case whose "
+        "architecture's recipe always does, alexnet, is left as it is)",
     )
     p.add_argument(
         "--samples",
@@ -378,9 +379,9 @@ def run_variants(args, cases: list, scale):
     changes = {}
     if args.head:
         changes["head"] = args.head
-    if args.augment:
-        changes["augment"] = True
     cases = [dataclasses.replace(c, **changes) for c in cases] if changes else cases
+    if args.augment:  # a case whose recipe augments already keeps its name: one name per training
+        cases = [c if c.augmented else dataclasses.replace(c, augment=True) for c in cases]
     if args.samples is not None:
         scale = with_samples(scale, args.samples)
     return cases, scale

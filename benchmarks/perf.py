@@ -576,7 +576,7 @@ def bench_md_forces(quick: bool) -> dict:
 
 def model_key(case) -> tuple:
     """What a case's training speed depends on: `(architecture, grid, head, classes)` (D4
-    augmentation, a gather in the input pipeline, is left out: no registered case uses it)."""
+    augmentation, a gather in the input pipeline and none in the model, is left out)."""
     return (case.architecture, case.grid, case.head, case.classes)
 
 

@@ -93,6 +93,12 @@ class Case:
                 )
 
     @property
+    def augmented(self) -> bool:
+        """Whether training draws random D4 transforms: the case's `augment`, or an
+        architecture whose recipe always does (`Recipe.augment`)."""
+        return self.augment or get_architecture(self.architecture).recipe.augment
+
+    @property
     def name(self) -> str:
         """`lj-rho0.50-w8-n28-lenet-paper`; non-default axes are appended (`-joint`, `-k20`)."""
         return f"{self.setting}-{self.variant}"

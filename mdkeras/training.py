@@ -429,13 +429,13 @@ def make_pipelines(
         if force_unit is None:
             raise MdkerasError("head 'force' needs force_unit: pass force_scale(train forces).")
         forces = splits.forces["train"]
-        forces = all_transforms(forces) if case.augment else forces  # (S, 8, 2) augmenting
+        forces = all_transforms(forces) if case.augmented else forces  # (S, 8, 2) augmenting
         train = make_dataset(
             grids["train"],
             {"force": force_targets(forces, force_unit)},
             batch_size=BATCH_SIZE,
             shuffle_seed=seed,
-            augment_seed=seed + 1 if case.augment else None,
+            augment_seed=seed + 1 if case.augmented else None,
         )
         val, test = (
             make_dataset(
@@ -446,7 +446,7 @@ def make_pipelines(
             for k in ("val", "test")
         )
         return Pipelines(train, val, test)
-    if case.augment:
+    if case.augmented:
         forces = splits.forces["train"]
         train_labels = head_labels(case, splits.encoder.encode(all_transforms(forces)))
         train = make_dataset(

@@ -124,3 +124,57 @@ def test_a_scale_too_small_for_the_recovered_model_says_what_it_needs():
 def test_the_recovered_model_has_no_force_head_and_no_augmentation(axes):
     with pytest.raises(MdkerasError, match="is not allowed for architecture 'recovered'"):
         Case("lj", 0.5, 8.0, 28, architecture="recovered", **axes)
+
+
+def test_alexnet_always_trains_on_augmented_data_and_keeps_its_name():
+    """AlexNet's recipe augments (the measurement is in `architectures`); LeNet's does not, so
+    its results do not change; `run --augment` names only the cases it changes."""
+    import argparse
+
+    from benchmarks.cli import run_variants
+
+    assert get_architecture("alexnet").recipe.augment
+    assert not get_architecture("lenet").recipe.augment
+    assert not get_architecture("forcemap").recipe.augment
+    alexnet = Case("lj", 0.5, 8.0, 28, architecture="alexnet")
+    lenet = Case("lj", 0.5, 8.0, 28, architecture="lenet")
+    assert alexnet.augmented and not alexnet.augment and alexnet.variant == "alexnet-paper"
+    assert not lenet.augmented
+    args = argparse.Namespace(head=None, augment=True, samples=None)
+    cases, _ = run_variants(args, [alexnet, lenet], SCALES["ci"])
+    assert [c.name for c in cases] == [
+        "lj-rho0.50-w8-n28-alexnet-paper",
+        "lj-rho0.50-w8-n28-lenet-paper-d4",
+    ]
+    assert all(c.augmented for c in cases)
+
+
+def test_an_augmenting_recipe_feeds_transformed_grids_to_training():
+    """The training pipeline of an AlexNet case draws D4 transforms: some batches' grids are
+    not the stored ones, while validation keeps them."""
+    import numpy as np
+
+    from mdkeras.datasets import DatasetSpec
+    from mdkeras.encoding import fit_encoder
+    from mdkeras.training import Splits, make_pipelines
+
+    rng = np.random.default_rng(0)
+    n, size = 16, 64
+    grids = {k: rng.integers(0, 3, size=(size, n, n), dtype=np.uint8) for k in ("train", "val")}
+    grids["test"] = grids["val"]
+    forces = {k: rng.normal(size=(size, 2)) for k in grids}
+    encoder = fit_encoder(
+        "paper", potential="lj", window=8.0, grid=n, classes=10, train_forces=forces["train"]
+    )
+    classes = {k: encoder.encode(v) for k, v in forces.items()}
+    spec = DatasetSpec("lj", 0.5, 8.0, n, 1000, 0)
+    splits = Splits(spec, grids, forces, classes, encoder)
+    for architecture, changed in (("alexnet", True), ("lenet", False)):
+        case = Case("lj", 0.5, 8.0, n, architecture=architecture)
+        pipes = make_pipelines(case, splits, seed=0)
+        seen = np.concatenate([x.numpy()[..., 0] for x, _ in pipes.train])
+        stored = {g.tobytes() for g in grids["train"]}
+        moved = sum(g.astype(np.uint8).tobytes() not in stored for g in seen)
+        assert (moved > size // 2) is changed, (architecture, moved)
+        val = np.concatenate([x.numpy()[..., 0] for x, _ in pipes.val])
+        np.testing.assert_array_equal(val.astype(np.uint8), grids["val"])

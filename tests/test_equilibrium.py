@@ -138,6 +138,13 @@ def test_fixed_point_from_the_data_is_the_truth(observed):
     )
 
 
+def test_no_iterations_is_a_one_line_error():
+    with pytest.raises(MdkerasError, match="iterations=0 is not allowed: expected at least 1"):
+        eq.recover_equilibrium(
+            None, None, potential="lj", **STATE, start=TRUTH, seed=0, **SIZES, iterations=0
+        )
+
+
 @needs_lammps
 def test_iteration_that_cannot_converge_stops_with_one_error(observed):
     _, _, start, _ = observed
