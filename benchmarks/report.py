@@ -302,6 +302,7 @@ README_SECTION = re.compile(
 PAPER_VARIANTS = (  # (column, case variant, scale) of the paper-scale table
     ("LeNet, paper's setting", "lenet-paper", "paper"),
     ("LeNet joint + D4", "lenet-paper-joint-d4", "paper"),
+    ("AlexNet joint (D4 by its recipe)", "alexnet-paper-joint", "paper"),
     ("forcemap", "forcemap-paper", "paper"),
     ("forcemap, 250,000 samples", "forcemap-paper", "paper-s250000"),
     ("recovered f(r)", "recovered-paper", "paper"),
@@ -404,10 +405,12 @@ def quantile_table(results: Path) -> str:
 def alexnet_table(results: Path) -> str:
     """AlexNet against LeNet at `ci` scale on the n = 28 `paper`-encoding settings
     (`results/alexnet`): each one's joint accuracy (mean ± sd over its seeds, the seeds
-    listed), AlexNet minus LeNet on seed 0, and, from `results/alexnet-recipes`, AlexNet as
-    trained before its recipe augmented (batch normalisation only)."""
+    listed), AlexNet minus LeNet on seed 0, and, from `results/alexnet-recipes`, AlexNet under
+    its earlier recipes: D4 augmentation at a constant rate (`constant-rate/`), and batch
+    normalisation only."""
     df = summarize_dir(results / "alexnet")
-    before = summarize_dir(results / "alexnet-recipes")
+    earlier = [summarize_dir(results / "alexnet-recipes" / "constant-rate")]
+    earlier.append(summarize_dir(results / "alexnet-recipes"))
     rows = []
     for setting in _settings(df, "lenet-paper"):
         lenet = _row(df, f"{setting}-lenet-paper", "ci")
@@ -416,12 +419,13 @@ def alexnet_table(results: Path) -> str:
             continue
         cells = [_setting_label(lenet), _fmt(lenet["bayes_limit"])]
         cells += [_accuracy_cell(lenet, fraction=False), f"{lenet['seeds']}"]
-        old = _row(before, f"{setting}-alexnet-paper", "ci")
-        old_cell = (
-            "not run" if old is None else f"{_accuracy_cell(old, fraction=False)} ({old['seeds']})"
-        )
+        old_cells = []
+        for before in earlier:
+            old = _row(before, f"{setting}-alexnet-paper", "ci")
+            text = None if old is None else _accuracy_cell(old, fraction=False)
+            old_cells.append("not run" if old is None else f"{text} ({old['seeds']})")
         if alex is None:
-            rows.append(cells + ["not run", "", "", old_cell])
+            rows.append(cells + ["not run", "", "", *old_cells])
             continue
         first = [
             r
@@ -432,9 +436,10 @@ def alexnet_table(results: Path) -> str:
         delta = first[0]["metrics"]["joint_accuracy"] - lenet["joint_accuracy"] if first else None
         cells += [_accuracy_cell(alex, fraction=False), f"{alex['seeds']}"]
         cells.append("" if delta is None else f"{delta:+.4f}".replace("-", "−"))
-        rows.append(cells + [old_cell])
+        rows.append(cells + old_cells)
     headers = ["setting (n = 28, paper encoding, ci)", "Bayes limit", "LeNet", "seeds",
                "AlexNet", "seeds", "AlexNet − LeNet (seed 0)",
+               "AlexNet, D4 at a constant rate (seeds)",
                "AlexNet without augmentation (seeds)"]  # fmt: skip
     return _markdown(headers, rows)
 

@@ -42,7 +42,6 @@ def test_lenet_trains_as_in_the_paper_constant_adam_1e3():
     assert LEARNING_RATE == 1e-3 and BATCH_SIZE == 128
     assert lenet == Recipe() and lenet.plateau_factor is None and lenet.callbacks() == []
     assert lenet.stop_patience(SCALES["paper"]) == 3
-    assert get_architecture("alexnet").recipe.plateau_factor is None
 
 
 def test_forcemap_recipe_cuts_the_rate_and_floors_the_patience():
