@@ -38,6 +38,10 @@ BUILD_SECONDS_PER_SAMPLE = 2e-5  # generating and featurizing a dataset not in t
 # What each CPU worker beyond the first adds, as a share of one: `run -k lj-rho0.50-w8 --scale
 # smoke` took 163 s with --jobs 1 and 102 s with --jobs 2 on the 2-core machine.
 EXTRA_CPU_WORKER_SHARE = 0.6
+# The costs are for separate heads, one trunk per force component; a joint or force head trains
+# one trunk: `perf train` counts 1,202 against 2,405 training MFLOP per sample for AlexNet at
+# n = 28 and 13.7 against 27.5 for LeNet.
+ONE_TRUNK_SHARE = 0.5
 
 
 def split_sizes(case: Case, scale: Scale) -> dict[str, int]:
@@ -69,6 +73,8 @@ def estimate_seconds(case: Case, scale: Scale, *, cached: bool = True) -> float:
     """Estimated wall seconds of one (case, seed) at `scale`, training every epoch (early
     stopping only makes it shorter); `cached=False` adds building its dataset."""
     fixed, per = cost(case.architecture, case.grid)
+    if case.head != "separate":
+        per *= ONE_TRUNK_SHARE
     if scale.reuse_models:  # the model is traced once per shape and worker, not per case
         fixed = REUSED_FIXED_SECONDS
     n = split_sizes(case, scale)

@@ -377,7 +377,7 @@ def paper_table(results: Path) -> str:
         cells.append(_accuracy_cell(lenet, fraction=False))
         cells.append(_fmt(lenet["delta_vs_paper"], signed=True).replace("-", "−"))
         for _, variant, scale in PAPER_VARIANTS[1:]:
-            cells.append(_accuracy_cell(_row(df, f"{setting}-{variant}", scale)))
+            cells.append(_accuracy_cell(_row(df, f"{setting}-{variant}", scale)) or "—")
         rows.append(cells)
     headers = ["setting (n = 28, paper encoding)", "majority", "cell centre", "Bayes limit"]
     headers += [PAPER_VARIANTS[0][0], "vs 71 %", *(c for c, _, _ in PAPER_VARIANTS[1:])]

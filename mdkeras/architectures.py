@@ -163,10 +163,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             ),
             smoke_cells=8 * 28**2,
             summary="AlexNet's shape with a small-grid stem, trained on D4-augmented data",
-            # n = 28 from this recipe's ci records (791 s for 8 epochs of 7,250 samples and
-            # their validation, two runs sharing the machine); n = 16 and 56 are the earlier
-            # measurement (0.017, 0.23 against 0.045 at n = 28) scaled by the same factor.
-            cpu_cost={16: (5.2, 0.005), 28: (5.0, 0.013), 56: (6.0, 0.066)},
+            cpu_cost={16: (5.2, 0.017), 28: (5.0, 0.045), 56: (6.0, 0.23)},
         ),
         Architecture(
             "forcemap",

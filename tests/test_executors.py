@@ -380,6 +380,9 @@ def test_estimates_follow_the_cost_table():
     assert plan.estimate_seconds(lenet, paper) > plan.estimate_seconds(lenet, smoke)
     big = Case("lj", 0.5, 8.0, 56, "alexnet")
     assert plan.estimate_seconds(big, paper) > plan.estimate_seconds(lenet, paper)
+    joint = Case("lj", 0.5, 8.0, 28, head="joint")  # one trunk: half the cost per sample
+    one_trunk = fixed + (expected - fixed) * plan.ONE_TRUNK_SHARE
+    assert plan.estimate_seconds(joint, paper) == pytest.approx(one_trunk)
     assert max(plan.split_sizes(big, smoke).values()) < 100  # smoke's budget for AlexNet
     assert plan.cost("lenet", 40)[1] == pytest.approx(
         get_architecture("lenet").cpu_cost[28][1] * (40 / 28) ** 2
