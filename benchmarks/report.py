@@ -422,8 +422,10 @@ def alexnet_table(results: Path) -> str:
         old_cells = []
         for before in earlier:
             old = _row(before, f"{setting}-alexnet-paper", "ci")
-            text = None if old is None else _accuracy_cell(old, fraction=False)
-            old_cells.append("not run" if old is None else f"{text} ({old['seeds']})")
+            if old is None:
+                old_cells.append("not run")
+            else:
+                old_cells.append(f"{_accuracy_cell(old, fraction=False)} ({old['seeds']})")
         if alex is None:
             rows.append(cells + ["not run", "", "", *old_cells])
             continue

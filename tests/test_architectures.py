@@ -42,6 +42,9 @@ def test_lenet_trains_as_in_the_paper_constant_adam_1e3():
     assert LEARNING_RATE == 1e-3 and BATCH_SIZE == 128
     assert lenet == Recipe() and lenet.plateau_factor is None and lenet.callbacks() == []
     assert lenet.stop_patience(SCALES["paper"]) == 3
+    alexnet = get_architecture("alexnet").recipe  # cuts its rate as forcemap does
+    assert alexnet.plateau_factor == 0.3 and len(alexnet.callbacks()) == 1
+    assert alexnet.stop_patience(SCALES["paper"]) == 4
 
 
 def test_forcemap_recipe_cuts_the_rate_and_floors_the_patience():

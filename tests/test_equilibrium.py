@@ -18,7 +18,7 @@ from mdkeras import md
 from mdkeras import recovery as rc
 from mdkeras.errors import MdkerasError
 from mdkeras.recovery import equilibrium as eq
-from mdkeras.recovery.deconvolution import cell_average, shell_design
+from mdkeras.recovery.deconvolution import cell_average, derived_points, shell_design
 from mdkeras.symmetry import fundamental_domain
 
 TRUTH = {"A": 48.0, "B": 24.0}
@@ -132,10 +132,10 @@ def test_fixed_point_from_the_data_is_the_truth(observed):
     # zero crossing (A/B)^(1/6) in place the statistic hardly moves (README, "On equilibrium
     # data"), so the iteration stops within its tolerance short of the truth there, by how much
     # depends on the MD's rounding (on one CPU A -7 %, 3.4 bootstrap errors, the crossing 1.8).
-    reps = {k: np.asarray(v) for k, v in result.replicates.items()}
-    crossing_error = float(np.std((reps["A"] / reps["B"]) ** (1 / 6), ddof=1))
-    crossing = (result.params["A"] / result.params["B"]) ** (1 / 6)
-    assert abs(crossing - 2 ** (1 / 6)) < 3 * crossing_error, result.params
+    crossing = derived_points("lj", result.params)["zero_crossing"]
+    replicates = derived_points("lj", result.replicates)["zero_crossing"]
+    truth = derived_points("lj", TRUTH)["zero_crossing"]
+    assert abs(crossing - truth) < 3 * np.std(replicates, ddof=1), result.params
     for k, v in TRUTH.items():
         assert abs(result.params[k] / v - 1) < 0.10, (k, result.params)
     assert all(it.md_seconds > 0 for it in result.iterations)
