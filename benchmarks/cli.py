@@ -210,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("plot", "PNG figures from a record directory"),
         ("recover", "recover the pair force f(r) from the data and plot it against the truth"),
         ("md", "molecular dynamics with the true, recovered or learned force, scored"),
+        ("energy", "train energy models (forces by autodiff) on md data for `md --model`"),
     ):
         sub.add_parser(name, help=f"{text} (see `{name} --help`)", add_help=False)
     return parser
@@ -542,7 +543,13 @@ COMMANDS = {
 
 
 # Commands in modules of their own, which parse their own arguments.
-OWN_PARSERS = {"perf": "perf", "plot": "plots", "recover": "recover", "md": "simulation"}
+OWN_PARSERS = {
+    "perf": "perf",
+    "plot": "plots",
+    "recover": "recover",
+    "md": "simulation",
+    "energy": "energy",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

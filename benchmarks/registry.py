@@ -208,3 +208,21 @@ def _suggest(text: str) -> str:
 
 
 _register_defaults()
+
+
+def md_states(patterns: list[str] | None) -> list[MDState]:
+    """The MD states whose names match any of `patterns` (globs; a bare word matches as a
+    substring), in registry order, each once; `None`: every state. One error for a pattern
+    that matches none."""
+    states = list(MD_STATES.values())
+    if patterns is None:
+        return states
+    chosen = []
+    for pattern in patterns:
+        glob = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
+        hits = [s for s in states if fnmatch.fnmatchcase(s.name, glob)]
+        if not hits:
+            names = ", ".join(s.name for s in states)
+            raise MdkerasError(f"-k {pattern!r} matches no MD state: expected one of {names}.")
+        chosen += [s for s in hits if s not in chosen]
+    return chosen

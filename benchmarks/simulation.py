@@ -19,7 +19,6 @@ that is not a force model, a missing file) is one `error:` line before any MD, e
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import sys
 import time
 from pathlib import Path
@@ -61,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default="true",
         metavar="MODEL",
-        help="true (default), recovered, recovered-shells, or a force-head case name",
+        help="true (default), recovered, recovered-shells, a force-head case name, or an "
+        "energy case name (`python -m benchmarks energy`)",
     )
     parser.add_argument(
         "--recovery", metavar="FILE", help="the recovery record behind recovered/-shells"
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-dir",
         default=str(MODELS),
         metavar="DIR",
-        help=f"where a force-head case's trained model is (default {MODELS})",
+        help=f"where a force-head or energy case's trained model is (default {MODELS})",
     )
     parser.add_argument("--model-scale", default="paper", help="its scale (default paper)")
     parser.add_argument("--model-seed", type=int, default=0, help="its seed (default 0)")
@@ -106,18 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def select_states(args) -> list[registry.MDState]:
-    states = list(registry.MD_STATES.values())
-    if args.all:
-        return states
-    chosen = []
-    for pattern in args.pattern:
-        glob = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
-        hits = [s for s in states if fnmatch.fnmatchcase(s.name, glob)]
-        if not hits:
-            names = ", ".join(s.name for s in states)
-            raise MdkerasError(f"-k {pattern!r} matches no MD state: expected one of {names}.")
-        chosen += [s for s in hits if s not in chosen]
-    return chosen
+    return registry.md_states(None if args.all else args.pattern)
 
 
 def default_recovery(potential: str, sampler: str, density: float, root: Path = RECOVERIES):
@@ -187,6 +176,8 @@ def resolve_source(args, state, table_dir: Path):
         if not path.is_file():
             raise MdkerasError(f"--recovery {path} does not exist: expected a recovery record.")
         return _recovered_source(state, model, path, table_dir)
+    if "-energy-" in model:
+        return _energy_source(args, state)
     try:
         case = registry.get_case(model)
     except MdkerasError:
@@ -216,6 +207,30 @@ def resolve_source(args, state, table_dir: Path):
     return forcefield.learned_source(
         case, path
     ), f"{case.name}_{args.model_scale}_seed{args.model_seed}"
+
+
+def _energy_source(args, state):
+    """The force source of a trained energy model (`python -m benchmarks energy`): forces,
+    energy and virial through `fix external`."""
+    from benchmarks.energy import parse_case, stem
+
+    case = parse_case(args.model)
+    if case.state.potential != state.potential:
+        raise MdkerasError(
+            f"--model {args.model!r} learned the {case.state.potential} potential: expected a "
+            f"{state.potential} model for state {state.name}."
+        )
+    path = Path(args.model_dir) / f"{stem(case.name, args.model_scale, args.model_seed)}.keras"
+    if not path.is_file():
+        raise MdkerasError(
+            f"no trained model {path}: train it first with `python -m benchmarks energy -k "
+            f"{case.state.name} --architecture {case.architecture} --sigma {case.sigma:g} "
+            f"--scale {args.model_scale} --seeds {args.model_seed} --out {args.model_dir}`."
+        )
+    from mdkeras import forcefield
+
+    source = forcefield.energy_source(case.name, path)
+    return source, f"{case.name}_{args.model_scale}_seed{args.model_seed}"
 
 
 def record_path(out: Path, state, tag: str, seed: int) -> Path:
@@ -329,7 +344,7 @@ def _main(args) -> int:
             traj,
             state.temperature,
             reference=reference,
-            has_energy=source.field is None,
+            has_energy=source.field is None or source.kind == "energy",
             window=schedule.stability_window,
         )
         record = build_simulation_record(

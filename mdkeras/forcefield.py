@@ -72,3 +72,25 @@ def learned_source(case, path: str | Path) -> ForceSource:
     }
     field = learned_field(model, potential=case.potential, window=case.window, grid=case.grid)
     return ForceSource("learned", engine.ideal_gas(NEIGHBOUR_CUTOFF), identity, field=field)
+
+
+def energy_source(case_name: str, path: str | Path) -> ForceSource:
+    """The force source of a trained energy model file (`.keras`, `energy.save_energy_model`):
+    forces, energy and virial from the model (SPEC §3b) through `fix external`."""
+    from mdkeras import energy
+
+    path = Path(path)
+    model, descriptor, meta = energy.load_energy_model(path)
+    identity = {
+        "kind": "energy",
+        "case": case_name,
+        "model_file": path.name,
+        "model_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "descriptor": {
+            "window": descriptor.window,
+            "grid": descriptor.grid,
+            "sigma": descriptor.sigma,
+        },
+    }
+    compute = energy.field(model, descriptor, jit_compile=True)
+    return ForceSource("energy", engine.ideal_gas(NEIGHBOUR_CUTOFF), identity, field=compute)
