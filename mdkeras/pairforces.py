@@ -43,9 +43,12 @@ def _candidates(x: np.ndarray, box: float, cutoff: float) -> tuple[np.ndarray, n
 
 
 def pair_forces(
-    potential: str, positions, box: float, cutoff: float
+    potential: str, positions, box: float, cutoff: float, *, pair=None
 ) -> tuple[np.ndarray, float, np.ndarray]:
     """Forces, energy and virial of the periodic configuration under `potential` cut at `cutoff`.
+
+    `pair`: `(f, U)`, vectorised `f(r)` and `U(r)` of float64 `r`, in place of the potential's
+    own (a recovered one, `tables.recovered_force` and `tables.recovered_energy`).
 
     Args:
         potential: a name in `mdkeras.potentials.POTENTIALS`.
@@ -79,7 +82,13 @@ def pair_forces(
         return forces, energy, virial
     cell, members = _candidates(x, box, cutoff)
     px, py = np.ascontiguousarray(x[:, 0]), np.ascontiguousarray(x[:, 1])
-    u_cut = float(entry.energy(cutoff))
+    if pair is None:
+        force_r2 = lambda r2: force_over_r(potential, r2)  # noqa: E731
+        energy_r = entry.energy
+    else:
+        force_r2 = lambda r2: pair[0](np.sqrt(r2)) / np.sqrt(r2)  # noqa: E731
+        energy_r = pair[1]
+    u_cut = float(energy_r(cutoff))
     rows = max(1, CHUNK // members.shape[1])
     for start in range(0, n, rows):
         i = np.arange(start, min(n, start + rows))
@@ -91,37 +100,15 @@ def pair_forces(
         near = np.flatnonzero((j >= 0) & (r2 < cutoff * cutoff) & (j != i[:, None]))
         row = near // j.shape[1]
         dx, dy, r2 = dx.ravel()[near], dy.ravel()[near], r2.ravel()[near]
-        g = force_over_r(potential, r2)  # f(r) / r
+        g = force_r2(r2)  # f(r) / r
         gx, gy = g * dx, g * dy
         forces[i, 0] = -np.bincount(row, weights=gx, minlength=len(i))
         forces[i, 1] = -np.bincount(row, weights=gy, minlength=len(i))
         # each pair is seen from both ends: halve the pair sums
-        energy += 0.5 * float(np.sum(entry.energy(np.sqrt(r2)) - u_cut))
+        energy += 0.5 * float(np.sum(energy_r(np.sqrt(r2)) - u_cut))
         virial[0] += 0.5 * float(gx @ dx)
         virial[1] += 0.5 * float(gy @ dy)
         virial[3] += 0.5 * float(gx @ dy)
-    return forces, energy, virial
-    cell, members = _candidates(x, box, cutoff)
-    u_cut = float(entry.energy(cutoff))
-    rows = max(1, CHUNK // members.shape[1])
-    for start in range(0, n, rows):
-        i = np.arange(start, min(n, start + rows))
-        j = members[cell[i]]  # (rows, K) candidate neighbours of each i, -1 = padding
-        d = x[j] - x[i, None]
-        d -= box * np.round(d / box)
-        r2 = d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]
-        near = (j >= 0) & (j != i[:, None]) & (r2 < cutoff * cutoff)
-        row, _ = np.nonzero(near)
-        d, r2 = d[near], r2[near]
-        g = force_over_r(potential, r2)  # f(r) / r
-        fx = np.bincount(row, weights=g * d[:, 0], minlength=len(i))
-        fy = np.bincount(row, weights=g * d[:, 1], minlength=len(i))
-        forces[i, 0], forces[i, 1] = -fx, -fy
-        # each pair is seen from both ends: halve the pair sums
-        energy += 0.5 * float(np.sum(entry.energy(np.sqrt(r2)) - u_cut))
-        virial[0] += 0.5 * float(np.sum(g * d[:, 0] * d[:, 0]))
-        virial[1] += 0.5 * float(np.sum(g * d[:, 1] * d[:, 1]))
-        virial[3] += 0.5 * float(np.sum(g * d[:, 0] * d[:, 1]))
     return forces, energy, virial
 
 
