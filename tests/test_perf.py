@@ -133,7 +133,7 @@ def test_md_quick(capsys, tmp_path):
     assert set(md["seconds"]) == {"setup", "equilibration", "sampling", "featurize"}
     forces = json.loads(out.read_text())["md_forces"]
     assert forces["particles"] == 200 and forces["target_met"] is None  # not checked: --quick
-    assert len(forces["steps_per_second"]) == 4
+    assert len(forces["steps_per_second"]) == 6  # 4 force sources, 2 energy models
     assert all(v > 0 for v in forces["steps_per_second"].values())
     assert "forcemap force field (fix external)" in printed
 
