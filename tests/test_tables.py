@@ -279,8 +279,12 @@ def test_recovered_tables_run_from_the_true_potentials_state(lj_record, fit):
         sim.run(200)
         frame = sim.frame()
     _, _, r = brute_force("lj", frame.positions, box, 4.0)
+    # Over seeds 23-62 (`python tests/test_tables.py 0-19`), both fits: the closest approach is
+    # at least 0.078 beyond the inner end; the frame's T is 0.748-0.974 (mean 0.848, sd 0.055:
+    # 0.4 time units after a minimised start are not equilibrium), so 0.6 is 4.5 sd below the
+    # mean; a run that blows up is far above 1.3.
     assert r.min() > inner + 0.02  # the table covers the closest approach with room to spare
-    assert np.all(np.isfinite(frame.forces)) and 0.7 < frame.temperature < 1.3
+    assert np.all(np.isfinite(frame.forces)) and 0.6 < frame.temperature < 1.3
 
 
 def test_a_higher_barrier_starts_the_table_further_in(lj_record):
@@ -289,3 +293,34 @@ def test_a_higher_barrier_starts_the_table_further_in(lj_record):
         for b in (50.0, 200.0)
     }
     assert float(rows[200.0].split()[0]) < float(rows[50.0].split()[0])
+
+
+def spread(seeds) -> None:
+    """Per pair of seeds `(2k + 23, 2k + 24)` (the start's and the run's, as the test's 23 and
+    24), each fit's frame temperature and closest approach beyond the table's inner end (the
+    measurement behind that test's bounds): `python tests/test_tables.py 0-19`."""
+    record = load_record(LJ_RECORD, "recovery")
+    temps, rooms = [], []
+    for k in seeds:
+        start, box = _thermal_state(engine.interaction("lj"), seed=2 * k + 23)
+        for fit in tables.FITS:
+            inter = tables.export(record, fit)
+            inner = float(inter.table.split(" RSQ ")[1].split()[0])
+            with _simulation_at(inter, start.positions, seed=2 * k + 24) as sim:
+                sim.thermalize(1.0)
+                sim.langevin(1.0, 1.0, 0.002)
+                sim.run(200)
+                frame = sim.frame()
+            _, _, r = brute_force("lj", frame.positions, box, 4.0)
+            temps.append(frame.temperature)
+            rooms.append(r.min() - inner)
+            print(f"seeds {2 * k + 23},{2 * k + 24} {fit}: T {temps[-1]:.3f}, room {rooms[-1]:.3f}")
+    print(f"T {min(temps):.3f}-{max(temps):.3f} (mean {np.mean(temps):.3f}, sd "
+          f"{np.std(temps, ddof=1):.3f}); room at least {min(rooms):.3f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    import sys
+
+    lo, _, hi = (sys.argv[1] if len(sys.argv) > 1 else "0-19").partition("-")
+    spread(range(int(lo), int(hi or lo) + 1))
