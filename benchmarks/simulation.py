@@ -230,6 +230,14 @@ def _energy_source(args, state):
     from mdkeras import forcefield
 
     source = forcefield.energy_source(case.name, path)
+    got = source.identity["descriptor"]
+    want = {"window": case.window, "grid": case.grid, "sigma": case.sigma}
+    if got != want:
+        raise MdkerasError(
+            f"model {path} sees window {got['window']:g}, grid {got['grid']}, sigma "
+            f"{got['sigma']:g}: expected {want['window']:g}, {want['grid']}, {want['sigma']:g} "
+            f"as its case name {case.name} says; retrain it or use its own case name."
+        )
     return source, f"{case.name}_{args.model_scale}_seed{args.model_seed}"
 
 

@@ -30,6 +30,11 @@ except ImportError as err:  # pragma: no cover - exercised only without ASE
     ) from None
 
 
+# Closer pairs than this are an error for an energy model: it has seen none (at T = 1 the
+# closest approach in its LJ training data is about 0.88), so its energy there means nothing.
+MIN_DISTANCE = 0.5
+
+
 def plane(atoms) -> tuple[np.ndarray, float]:
     """`(positions (N, 2), B)` of 2D `atoms`; one error for a cell that is not a square in the
     xy plane, a system not periodic in x and y, or atoms off one plane of z."""
@@ -86,14 +91,18 @@ class EnergyModelCalculator(_Plane2D):
     the model's energy, its exact forces and its virial (`energy.field`, float32 model,
     float64 results)."""
 
-    def __init__(self, model_path, **kwargs):
+    def __init__(self, model_path, *, min_distance: float = MIN_DISTANCE, **kwargs):
         from mdkeras import energy
 
         super().__init__(**kwargs)
         model, descriptor, self.meta = energy.load_energy_model(model_path)
         self._field = energy.field(model, descriptor, jit_compile=False)
+        self.min_distance = float(min_distance)
 
     def _evaluate(self, positions, box):
+        from mdkeras.energy import check_configuration
+
+        check_configuration(positions, box, closest=self.min_distance)
         return self._field(positions, box)
 
 

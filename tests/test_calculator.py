@@ -107,3 +107,16 @@ def test_a_cell_that_is_not_a_2d_square_is_one_error():
     bad.positions[1, 2] = 0.5
     with pytest.raises(MdkerasError, match="one plane of constant z"):
         plane(bad)
+
+
+def test_an_energy_model_refuses_overlapping_particles(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(13)
+    model = en.build_energy_model("smoothmap", DESC.grid)
+    path = tmp_path / "m.keras"
+    en.save_energy_model(model, path, DESC, {})
+    atoms = atoms_of(np.array([[1.0, 1.0], [1.2, 1.0], [5.0, 5.0]]), 12.0)
+    atoms.calc = EnergyModelCalculator(path)
+    with pytest.raises(MdkerasError, match="particles 0 and 1 overlap"):
+        atoms.get_forces()

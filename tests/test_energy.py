@@ -266,3 +266,17 @@ def test_md_refuses_a_missing_or_mismatched_energy_model(tmp_path, capsys):
     assert "learned the lj potential" in capsys.readouterr().err
     assert md_main(["-k", "lj-rho0.50-t1.00", "--model", CASE + "x", *base]) == 2
     assert "not an energy case" in capsys.readouterr().err
+
+
+def test_md_refuses_an_energy_model_whose_descriptor_is_not_its_case_name(tmp_path, capsys):
+    from benchmarks.simulation import main as md_main
+
+    model = random_model(seed=8, dtype="float32", grid=28)
+    other = en.Descriptor(window=8.0, grid=28, sigma=0.25)  # the name says 0.50
+    en.save_energy_model(model, tmp_path / f"{CASE}--paper--seed0.keras", other, {})
+    args = ["-k", "lj-rho0.50-t1.00", "--model", CASE, "--model-dir", str(tmp_path),
+            "--seeds", "0", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert md_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sigma 0.25: expected 8, 28, 0.5" in err[0]
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.json"))
