@@ -190,18 +190,13 @@ def resolve_source(args, state, table_dir: Path):
             f"--model {model!r} is not a force model (its head is {case.head!r}: it predicts "
             "classes): expected a force-head case, e.g. md-lj-rho0.50-t1.00-w8-n28-forcemap-force."
         )
-    if case.potential != state.potential:
-        raise MdkerasError(
-            f"--model {model!r} learned the {case.potential} force: expected a "
-            f"{state.potential} model for state {state.name}."
-        )
-    path = Path(args.model_dir) / f"{case.name}--{args.model_scale}--seed{args.model_seed}.keras"
-    if not path.is_file():
-        raise MdkerasError(
-            f"no trained model {path}: train it first with `python -m benchmarks run -k "
-            f"{case.name} --scale {args.model_scale} --seeds {args.model_seed} --save-model "
-            f"--out {args.model_dir}`."
-        )
+    path = _trained_model(
+        args,
+        case.name,
+        case.potential,
+        state,
+        f"run -k {case.name} --scale {args.model_scale} --seeds {args.model_seed} --save-model",
+    )
     from mdkeras import forcefield  # TensorFlow only for a learned force field
 
     return forcefield.learned_source(
@@ -209,24 +204,38 @@ def resolve_source(args, state, table_dir: Path):
     ), f"{case.name}_{args.model_scale}_seed{args.model_seed}"
 
 
+def _trained_model(args, name: str, potential: str, state, train: str) -> Path:
+    """The `.keras` file of the model `name` (`--model-dir`, `--model-scale`, `--model-seed`),
+    which learned `potential`; one error if it is not `state`'s potential or not there yet
+    (with the command that trains it: `python -m benchmarks {train} --out DIR`)."""
+    if potential != state.potential:
+        raise MdkerasError(
+            f"--model {name!r} learned the {potential} potential: expected a "
+            f"{state.potential} model for state {state.name}."
+        )
+    path = Path(args.model_dir) / f"{name}--{args.model_scale}--seed{args.model_seed}.keras"
+    if not path.is_file():
+        raise MdkerasError(
+            f"no trained model {path}: train it first with `python -m benchmarks {train} "
+            f"--out {args.model_dir}`."
+        )
+    return path
+
+
 def _energy_source(args, state):
     """The force source of a trained energy model (`python -m benchmarks energy`): forces,
     energy and virial through `fix external`."""
-    from benchmarks.energy import parse_case, stem
+    from benchmarks.energy import parse_case
 
     case = parse_case(args.model)
-    if case.state.potential != state.potential:
-        raise MdkerasError(
-            f"--model {args.model!r} learned the {case.state.potential} potential: expected a "
-            f"{state.potential} model for state {state.name}."
-        )
-    path = Path(args.model_dir) / f"{stem(case.name, args.model_scale, args.model_seed)}.keras"
-    if not path.is_file():
-        raise MdkerasError(
-            f"no trained model {path}: train it first with `python -m benchmarks energy -k "
-            f"{case.state.name} --architecture {case.architecture} --sigma {case.sigma:g} "
-            f"--scale {args.model_scale} --seeds {args.model_seed} --out {args.model_dir}`."
-        )
+    path = _trained_model(
+        args,
+        case.name,
+        case.state.potential,
+        state,
+        f"energy -k {case.state.name} --architecture {case.architecture} --sigma "
+        f"{case.sigma:g} --scale {args.model_scale} --seeds {args.model_seed}",
+    )
     from mdkeras import forcefield
 
     source = forcefield.energy_source(case.name, path)

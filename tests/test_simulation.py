@@ -212,7 +212,7 @@ def test_a_model_for_another_potential_or_missing_file_is_refused(tmp_path, caps
     case = "md-lj-rho0.50-t1.00-w8-n28-forcemap-force"
     args = ["--model", case, "--model-dir", tmp_path, "--out", tmp_path / "o"]
     assert md_main(["-k", "coulomb-rho0.50", *args]) == 2
-    assert "learned the lj force" in capsys.readouterr().err
+    assert "learned the lj potential" in capsys.readouterr().err
     assert md_main(["-k", "lj-rho0.50-t1.00", *args]) == 2
     assert "no trained model" in capsys.readouterr().err
 
