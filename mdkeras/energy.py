@@ -345,7 +345,8 @@ def train(
 ):
     """Force matching (module docstring) on `split["train"]` configurations, the epoch with
     the lowest validation force MAE kept (early stopping after `patience` epochs without a
-    better one). Returns `(model, history)`; `history` one dict per epoch."""
+    better one). Returns `(model, history, scales)`: `history` one dict per epoch, `scales`
+    the force unit of the loss and the energy unit of the model's output."""
     import keras
     import tensorflow as tf
 
