@@ -158,7 +158,7 @@ def _run(case, scale, seed, path, configurations, args) -> None:
     from mdkeras import energy, md
     from mdkeras.datasets import split_groups
     from mdkeras.provenance import provenance
-    from mdkeras.records import write_record
+    from mdkeras.records import build_energy_record, write_record
 
     t0 = time.perf_counter()
     say = lambda text: print(f"{case.name} seed {seed}: {text}", file=sys.stderr, flush=True)  # noqa: E731
@@ -193,22 +193,21 @@ def _run(case, scale, seed, path, configurations, args) -> None:
     model_path = path.with_suffix(".keras")
     meta = {"case": case.name, "scale": args.scale, "seed": seed}
     energy.save_energy_model(model, model_path, descriptor, meta)
-    record = {
-        "kind": "energy",
-        "case": case.name,
-        "state": case.state.describe(),
-        "descriptor": {"window": case.window, "grid": case.grid, "sigma": case.sigma},
-        "architecture": case.architecture,
-        "parameters": int(model.count_params()),
-        "scale": args.scale,
-        "seed": seed,
-        "data": {
+    record = build_energy_record(
+        case=case.name,
+        state=case.state.describe(),
+        descriptor={"window": case.window, "grid": case.grid, "sigma": case.sigma},
+        architecture=case.architecture,
+        parameters=int(model.count_params()),
+        scale=args.scale,
+        seed=seed,
+        data={
             "configurations": configurations,
             "particles": int(conf.positions.shape[1]),
             "split": {k: len(v) for k, v in split.items()},
             "md": conf.metadata,
         },
-        "training": {
+        training={
             "energy_weight": args.energy_weight,
             "augment": not args.no_augment,
             "epochs_run": len(history),
@@ -216,11 +215,11 @@ def _run(case, scale, seed, path, configurations, args) -> None:
             "history": history,
             **scales,
         },
-        "test": scores,
-        "model_file": model_path.name,
-        "timing": {"train_seconds": train_seconds, "wall_seconds": time.perf_counter() - t0},
-        "provenance": provenance(),
-    }
+        test=scores,
+        model_file=model_path.name,
+        timing={"train_seconds": train_seconds, "wall_seconds": time.perf_counter() - t0},
+        provenance=provenance(),
+    )
     write_record(path, record)
     m, z = scores["model"], scores["zero"]
     say(

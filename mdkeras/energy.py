@@ -103,14 +103,17 @@ def build_energy_model(
         from mdkeras.models import lenet_trunk as trunk
     else:
         trunk = smoothmap_trunk
-    previous = keras.config.floatx()
+    # every layer in `dtype`, whatever global policy is set (e.g. a mixed-precision run's)
+    previous = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx(dtype)
+    keras.config.set_dtype_policy(dtype)
     try:
         inputs = keras.Input(shape=(grid, grid, 1), dtype=dtype, name="grid")
         unit = layers.Dense(1, name="energy_unit")(trunk(inputs, grid, "energy"))
         energy = layers.Rescaling(scale, name="energy")(unit)
     finally:
-        keras.config.set_floatx(previous)
+        keras.config.set_floatx(previous[0])
+        keras.config.set_dtype_policy(previous[1])
     return keras.Model(inputs, {"energy": energy}, name=f"{architecture}_energy")
 
 
@@ -201,7 +204,10 @@ def field(model, descriptor: Descriptor, *, jit_compile: bool = True, skin: floa
     of `W_xy` and `W_yx` (equal for a rotation-invariant energy)."""
     import tensorflow as tf
 
-    evaluate = make_evaluator(model, descriptor, jit_compile=jit_compile)
+    # XLA has no deterministic MaxPool gradient: under op determinism a pooling trunk (LeNet)
+    # runs without it (the training tests and `run` turn determinism on for the process)
+    pools = any("pool" in layer.name for layer in model.layers)
+    evaluate = make_evaluator(model, descriptor, jit_compile=jit_compile and not pools)
     dtype = model.inputs[0].dtype
     reach = descriptor.reach + float(skin)
     cache: dict = {}

@@ -1,6 +1,6 @@
 """The result records: their format versions, builders, validation on load and upgrades.
 
-Three kinds of JSON record, each one file:
+Four kinds of JSON record, each one file:
 
 - a **run record** (one case at one scale and seed): status "ok" with metrics, baselines,
   history and provenance (`build_run_record`), or status "failed" with a one-line `error`
@@ -8,7 +8,9 @@ Three kinds of JSON record, each one file:
 - a **recovery record** (`"kind": "recovery"`, one physics setting): the recovered pair force
   against the truth (`build_recovery_record`);
 - a **simulation record** (`"kind": "simulation"`, one MD run of one force source at one state
-  and seed): the run's schedule and its observables (`build_simulation_record`).
+  and seed): the run's schedule and its observables (`build_simulation_record`);
+- an **energy record** (`"kind": "energy"`, one energy model trained at one MD state, scale and
+  seed): its descriptor, data, training history and test force errors (`build_energy_record`).
 
 `load_record` reads one, checks its format version and the type of every field the report and
 the plots read, and `upgrade`s it: fields that records written before they existed lack are
@@ -36,7 +38,8 @@ from mdkeras.files import atomic_write
 RUN_FORMAT_VERSION = 1
 RECOVERY_FORMAT_VERSION = 1
 SIMULATION_FORMAT_VERSION = 1
-KINDS = ("run", "recovery", "simulation")
+ENERGY_FORMAT_VERSION = 1
+KINDS = ("run", "recovery", "simulation", "energy")
 STATUSES = ("ok", "failed")
 
 # "Did not learn": the most frequent predicted joint class covers at least this share of the
@@ -219,6 +222,13 @@ def build_simulation_record(
     }
 
 
+def build_energy_record(**fields) -> dict:
+    """The record of one trained energy model (`benchmarks.energy`): `case`, `state`,
+    `descriptor` (window, grid, sigma), `architecture`, `parameters`, `scale`, `seed`, `data`,
+    `training`, `test` (`mdkeras.energy.score`), `model_file`, `timing`, `provenance`."""
+    return {"format_version": ENERGY_FORMAT_VERSION, "kind": "energy", **fields}
+
+
 # --- writing ---------------------------------------------------------------------------------
 
 
@@ -285,7 +295,7 @@ def load_record(path: str | os.PathLike, kind: str | None = None) -> dict:
 def record_kind(record: Mapping) -> str:
     """One of `KINDS` ("run" for run records made before `kind` existed, which have none)."""
     kind = record.get("kind")
-    return kind if kind in ("recovery", "simulation") else "run"
+    return kind if kind in ("recovery", "simulation", "energy") else "run"
 
 
 class _Checker:
@@ -386,6 +396,7 @@ def validate(record: Mapping, path) -> None:
         "run": RUN_FORMAT_VERSION,
         "recovery": RECOVERY_FORMAT_VERSION,
         "simulation": SIMULATION_FORMAT_VERSION,
+        "energy": ENERGY_FORMAT_VERSION,
     }[kind]
     c.check(
         "format_version",
@@ -396,6 +407,8 @@ def validate(record: Mapping, path) -> None:
         _validate_recovery(c)
     elif kind == "simulation":
         _validate_simulation(c)
+    elif kind == "energy":
+        _validate_energy(c)
     else:
         _validate_run(c)
 
@@ -488,6 +501,24 @@ def _validate_recovery(c: _Checker) -> None:
     c.mapping("scores", required=False)
 
 
+def _validate_energy(c: _Checker) -> None:
+    c.string("case")
+    c.mapping("state")
+    c.string("state.potential")
+    c.mapping("descriptor")
+    for key in ("window", "sigma"):
+        c.number(f"descriptor.{key}")
+    c.integer("descriptor.grid", minimum=2)
+    c.string("architecture")
+    c.integer("seed", minimum=0)
+    c.mapping("training")
+    c.mapping("test")
+    for who in ("model", "zero"):
+        for key in ("force_mae", "force_rmse"):
+            c.number(f"test.{who}.{key}")
+    c.string("model_file")
+
+
 def _validate_simulation(c: _Checker) -> None:
     c.mapping("state")
     c.string("state.name")
@@ -530,7 +561,7 @@ def upgrade(record: Mapping) -> dict:
     record = dict(record)
     if record_kind(record) == "recovery":
         record.setdefault("method", "uniform")  # before the equilibrium method existed
-    if record_kind(record) in ("recovery", "simulation"):
+    if record_kind(record) in ("recovery", "simulation", "energy"):
         return record
     if "paper_reference" not in record:
         record["paper_reference"] = _paper_reference(record["case"])

@@ -235,12 +235,11 @@ CASE = "md-lj-rho0.50-t1.00-w8-n28-smoothmap-energy-sigma0.50"
 
 @needs_lammps
 def test_a_trained_energy_model_has_a_record_and_conserves_momentum_in_md(trained, tmp_path):
-    import json
 
     from benchmarks.simulation import main as md_main
     from mdkeras.records import load_record
 
-    record = json.loads((trained / f"{CASE}--smoke--seed0.json").read_text())
+    record = load_record(trained / f"{CASE}--smoke--seed0.json", kind="energy")
     assert record["kind"] == "energy" and record["descriptor"]["sigma"] == 0.5
     test = record["test"]
     assert test["max_abs_total_force"] < 1e-3 * test["zero"]["force_rmse"]  # float32 round-off
