@@ -164,7 +164,10 @@ def test_nve_with_a_random_energy_model_conserves_energy_to_second_order_in_dt()
         # sum F = 0 pair by pair: the total momentum stays where it was, to round-off
         assert np.abs(p1 - p0).max() < 1e-9, (p0, p1)
     assert rms[0.004] > 0
-    assert 2.5 < rms[0.004] / rms[0.002] < 6.0, rms  # 4 for O(dt^2)
+    # 4 for O(dt^2); measured 4.0000-4.0003 for random models and starts of seeds 0-9 (this
+    # set-up with seed=k): the shadow Hamiltonian's error, not chaos, so another CPU's rounding
+    # cannot move it near these bounds
+    assert 2.5 < rms[0.004] / rms[0.002] < 6.0, rms
 
 
 def test_bad_input_is_one_error(tmp_path):
