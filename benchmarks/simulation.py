@@ -357,6 +357,8 @@ def _main(args) -> int:
             rdf = load_record(record_path(out, state, "true", seed), kind="simulation")
             rdf = rdf["observables"]["rdf"]
             reference = (np.asarray(rdf["r"]), np.asarray(rdf["g"]))
+        # which code evaluated a learned field (`energy.field`): timing, not identity
+        evaluator = {"evaluator": getattr(source.field, "evaluator", None)} if source.field else {}
         observables = simulate.score(
             traj,
             state.temperature,
@@ -370,7 +372,7 @@ def _main(args) -> int:
             seed=seed,
             schedule=schedule.describe(),
             observables=observables,
-            timing={**traj.timings, "wall_seconds": time.perf_counter() - t0},
+            timing={**traj.timings, "wall_seconds": time.perf_counter() - t0, **evaluator},
             provenance=provenance(),
         )
         write_record(path, record)

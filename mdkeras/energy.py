@@ -191,10 +191,32 @@ def check_configuration(positions, box, *, closest: float = 0.0) -> None:
         )
 
 
-def field(model, descriptor: Descriptor, *, jit_compile: bool = True, skin: float = SKIN):
+def evaluator_name(model, *, compiled: bool = True) -> str:
+    """Which evaluator `field` uses for `model`: `"pairsum"` (a `smoothmap`-like model as a
+    compiled sum over pairs, `mdkeras.pairsum`; needs numba, in the `md` extra) or
+    `"tensorflow"` (any energy model, `make_evaluator`)."""
+    from mdkeras import pairsum
+
+    if compiled and pairsum.supports(model) and pairsum.available():
+        return "pairsum"
+    return "tensorflow"
+
+
+def field(
+    model,
+    descriptor: Descriptor,
+    *,
+    jit_compile: bool = True,
+    skin: float = SKIN,
+    evaluator: str | None = None,
+):
     """`field(positions (N, 2), box) -> (forces (N, 2), energy, virial 6-vector)` in float64
-    for `fix external` (`engine.Simulation.external`): the model and its gradient in one
-    compiled call (inference only) on a Verlet list.
+    for `fix external` (`engine.Simulation.external`): the model's energy, its exact gradient
+    and virial on a Verlet list, inference only.
+
+    `evaluator`: `"pairsum"` (`mdkeras.pairsum`, a `smoothmap`-like model compiled as a sum
+    over pairs: the fast one), `"tensorflow"` (`make_evaluator`, one compiled TensorFlow call
+    unless the trunk pools) or None for `evaluator_name(model)`.
 
     The list holds every pair within `reach + skin` (Chebyshev distance) of the positions it was
     built at, and is rebuilt once a particle has moved by more than `skin / 2` since: until then
@@ -204,13 +226,41 @@ def field(model, descriptor: Descriptor, *, jit_compile: bool = True, skin: floa
     of `W_xy` and `W_yx` (equal for a rotation-invariant energy)."""
     import tensorflow as tf
 
-    # XLA has no deterministic MaxPool gradient: under op determinism a pooling trunk (LeNet)
-    # runs without it (the training tests and `run` turn determinism on for the process)
-    pools = any("pool" in layer.name for layer in model.layers)
-    evaluate = make_evaluator(model, descriptor, jit_compile=jit_compile and not pools)
-    dtype = model.inputs[0].dtype
+    from mdkeras import pairsum
+
+    evaluator = evaluator or evaluator_name(model)
+    check_choice("evaluator", evaluator, ("pairsum", "tensorflow"))
+    if evaluator == "pairsum":
+        fast = pairsum.PairSum(model, descriptor)
+    else:
+        # XLA has no deterministic MaxPool gradient: under op determinism a pooling trunk
+        # (LeNet) runs without it (the training tests and `run` turn determinism on)
+        pools = any("pool" in layer.name for layer in model.layers)
+        evaluate = make_evaluator(model, descriptor, jit_compile=jit_compile and not pools)
+        dtype = model.inputs[0].dtype
     reach = descriptor.reach + float(skin)
     cache: dict = {}
+
+    def rebuild(x, box):
+        if box <= 2 * reach:
+            raise MdkerasError(
+                f"box side {box:.4g} is too small for the model's reach {reach:.4g} "
+                f"(window {descriptor.window:g}, sigma {descriptor.sigma:g}, skin {skin:g}): "
+                "expected box > 2 x reach; use more particles."
+            )
+        cache.update(x=x.copy(), box=box, builds=cache.get("builds", 0) + 1)
+        if evaluator == "pairsum":
+            start, neighbour = pairsum.neighbours(x, box, reach)
+            cache.update(start=start, neighbour=neighbour)
+            return
+        i, j, _ = smooth._pairs(x, box, np.arange(len(x)), reach)
+        index, _, mask = smooth._pad(i, j, np.zeros((len(i), 2)), len(x))
+        width = max(PAD, int(math.ceil(index.shape[1] / PAD)) * PAD)
+        extra = width - index.shape[1]
+        cache.update(
+            index=np.pad(index, ((0, 0), (0, extra))).astype(np.int32),
+            mask=np.pad(mask, ((0, 0), (0, extra))),
+        )
 
     def compute(positions, box):
         x = np.asarray(positions, dtype=np.float64)
@@ -222,38 +272,27 @@ def field(model, descriptor: Descriptor, *, jit_compile: bool = True, skin: floa
         else:
             stale = True
         if stale:
-            if box <= 2 * reach:
-                raise MdkerasError(
-                    f"box side {box:.4g} is too small for the model's reach {reach:.4g} "
-                    f"(window {descriptor.window:g}, sigma {descriptor.sigma:g}, skin {skin:g}): "
-                    "expected box > 2 x reach; use more particles."
-                )
-            i, j, _ = smooth._pairs(x, box, np.arange(len(x)), reach)
-            index, _, mask = smooth._pad(i, j, np.zeros((len(i), 2)), len(x))
-            width = max(PAD, int(math.ceil(index.shape[1] / PAD)) * PAD)
-            extra = width - index.shape[1]
-            cache.update(
-                x=x.copy(),
-                box=box,
-                index=np.pad(index, ((0, 0), (0, extra))).astype(np.int32),
-                mask=np.pad(mask, ((0, 0), (0, extra))),
-                builds=cache.get("builds", 0) + 1,
+            rebuild(x, box)
+        if evaluator == "pairsum":
+            forces, energy, w = fast.evaluate(x, box, cache["start"], cache["neighbour"])
+        else:
+            index, mask = cache["index"], cache["mask"]
+            d = x[index] - x[:, None, :]
+            d -= box * np.round(d / box)
+            d[~mask] = 0.0
+            forces, energy, w = evaluate(
+                tf.constant(d, dtype), tf.constant(mask), tf.constant(index)
             )
-        index, mask = cache["index"], cache["mask"]
-        d = x[index] - x[:, None, :]
-        d -= box * np.round(d / box)
-        d[~mask] = 0.0
-        forces, energy, virial = evaluate(
-            tf.constant(d, dtype), tf.constant(mask), tf.constant(index)
-        )
-        w = virial.numpy().astype(np.float64)
+            forces, energy, w = forces.numpy(), float(energy.numpy()), w.numpy()
+        w = np.asarray(w, dtype=np.float64)
         return (
-            forces.numpy().astype(np.float64),
-            float(energy.numpy()),
+            np.asarray(forces, dtype=np.float64),
+            float(energy),
             [w[0, 0], w[1, 1], 0.0, 0.5 * (w[0, 1] + w[1, 0]), 0.0, 0.0],
         )
 
     compute.cache = cache
+    compute.evaluator = evaluator
     return compute
 
 
