@@ -100,7 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", default=DEFAULT_SEEDS, help=f"default {DEFAULT_SEEDS}")
     parser.add_argument("--out", metavar="DIR", help=f"default {DEFAULT_OUT}")
     parser.add_argument("--tables", metavar="DIR", help="where tables go (default <out>/tables)")
-    parser.add_argument("--resume", action="store_true", help="keep finished records")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep finished records and go on from an interrupted run's checkpoint",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=simulate.CHECKPOINT_SECONDS,
+        metavar="SECONDS",
+        help="wall seconds between a run's checkpoints (<out>/<record>.checkpoint.npz, "
+        f"removed once its record is written; default {simulate.CHECKPOINT_SECONDS:g})",
+    )
     parser.add_argument("--no-plots", action="store_true", help="write no PNG figures")
     return parser
 
@@ -254,6 +266,11 @@ def record_path(out: Path, state, tag: str, seed: int) -> Path:
     return out / f"{state.name}--{tag}--seed{seed}.json"
 
 
+def checkpoint_path(record: Path) -> Path:
+    """Where an unfinished run of `record` keeps its state (`simulate.run`'s checkpoint)."""
+    return record.with_name(record.stem + ".checkpoint.npz")
+
+
 def _reusable(path: Path, schedule: dict, identity: dict, particles: int) -> bool:
     """For --resume: True if `path` holds this run's record; one error if it holds another."""
     if not path.exists():
@@ -304,6 +321,11 @@ def _main(args) -> int:
     out = directory_arg("--out", args.out) or DEFAULT_OUT
     table_dir = directory_arg("--tables", args.tables) or out / "tables"
     check_directory("--out", out, create=True)
+    every = args.checkpoint_every
+    if not (every > 0 and every < float("inf")):
+        raise MdkerasError(
+            f"--checkpoint-every {every:g} is not allowed: expected a number of seconds > 0."
+        )
     plans = []
     for state in states:  # every error before any MD
         schedule = simulate.schedule(
@@ -331,6 +353,22 @@ def _main(args) -> int:
                 if _reusable(path, schedule.describe(), src.identity, args.particles):
                     print(f"skipping {path.name}: a valid record exists", file=sys.stderr)
                     continue
+                if checkpoint_path(path).exists():
+                    if not args.resume:
+                        raise MdkerasError(
+                            f"{checkpoint_path(path)} holds an interrupted run: pass --resume "
+                            "to go on from it, or delete it to start afresh."
+                        )
+                    key = simulate.checkpoint_key(
+                        state.potential,
+                        state.density,
+                        state.temperature,
+                        src,
+                        seed,
+                        schedule,
+                        args.particles,
+                    )
+                    simulate.load_checkpoint(checkpoint_path(path), key)  # this run's, or error
                 plans.append((state, schedule, src, name, seed, path))
     clock = _Clock(len(plans))
     failed = []
@@ -347,8 +385,11 @@ def _main(args) -> int:
                 plan=schedule,
                 particles=args.particles,
                 progress=clock.within(k, f"[{k + 1}/{len(plans)}]"),
+                checkpoint=checkpoint_path(path),
+                checkpoint_seconds=every,
             )
         except MdkerasError as err:  # e.g. the run lost its atoms: report it, go on
+            checkpoint_path(path).unlink(missing_ok=True)  # a failed run starts afresh
             failed.append(f"{path.name}: {' '.join(str(err).split())}")
             print(f"[{k + 1}/{len(plans)}] failed: {failed[-1]}", file=sys.stderr, flush=True)
             continue
@@ -376,6 +417,7 @@ def _main(args) -> int:
             provenance=provenance(),
         )
         write_record(path, record)
+        checkpoint_path(path).unlink(missing_ok=True)
         clock.say(k + 1, f"[{k + 1}/{len(plans)}] wrote {path}")
     from benchmarks import simulation_report
 

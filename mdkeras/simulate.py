@@ -17,10 +17,14 @@ the same for every source), so D compares sources, not the NVE liquid.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +38,7 @@ NVE_STEPS = 10_000
 SAMPLE_EVERY = 20  # steps between thermo/MSD frames (0.2 time units at dt = 0.01)
 STRUCTURE_EVERY = 40  # steps between g(r) frames: 25 frames in a stability window
 NVE_SAMPLE_EVERY = 50  # steps between NVE frames (each evaluates the true potential)
+CHECKPOINT_SECONDS = 300.0  # wall seconds between checkpoints of a run given a checkpoint file
 STABILITY_WINDOW = 10.0  # time units of g(r) per stability check (observables.stability)
 RDF_BINS = 200
 RDF_MAX = 5.0  # r_max of g(r) (reduced units)
@@ -192,68 +197,138 @@ def run(
     plan: Schedule,
     particles: int = md.PARTICLES,
     progress: Callable[[float], None] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_seconds: float = CHECKPOINT_SECONDS,
 ) -> Trajectory:
-    """Run the protocol of this module with `source`; `progress(fraction)` after each chunk."""
+    """Run the protocol of this module with `source`; `progress(fraction)` after each chunk.
+
+    `checkpoint`: a file (`.npz`) the run's state is written to, atomically, at the first chunk
+    boundary after every `checkpoint_seconds` of wall time: positions, velocities, the periodic
+    images crossed, the samples so far and the seconds spent. A run given an existing
+    checkpoint of the same run (potential, state, seed, plan, source) goes on from it; one of
+    another run is an error. The thermostat's random stream after a resume is a new one (seeded
+    from the seed and the step), so a resumed run is another sample of the same statistics, not
+    the same trajectory (as a run on another CPU is). The file is left for the caller to remove
+    once the result is safe."""
     check_potential(potential)
     t0 = time.perf_counter()
-    start = start_positions(potential, density, particles, seed)
-    check_covers(source, start, math.sqrt(particles / density))
+    key = checkpoint_key(potential, density, temperature, source, seed, plan, particles)
+    saved = load_checkpoint(checkpoint, key) if checkpoint is not None else None
+    done = 0 if saved is None else int(saved["done"])
+    start = None
+    if saved is None:
+        start = start_positions(potential, density, particles, seed)
+        check_covers(source, start, math.sqrt(particles / density))
+    eq_end = plan.equilibration_steps
+    prod_end = eq_end + plan.steps
+    total = prod_end + plan.nve_steps // plan.nve_sample_every * plan.nve_sample_every
+    # the samples so far, the seconds of each phase, the steps runs were resumed at
+    samples = {
+        name: [] if saved is None else list(saved[name])
+        for name in ("thermo", "unwrapped", "structure", "true_energy", "nve")
+    }
+    seconds = dict.fromkeys(("equilibration", "production", "nve"), 0.0)
+    resumed = []
+    if saved is not None:
+        seconds.update(json.loads(str(saved["seconds"])))
+        resumed = [*json.loads(str(saved["resumed"])), done]
+    # a resumed run's thermostat starts a stream of its own (seed and step); its placement
+    # draws are overwritten by the saved state
+    sim_seed = seed if saved is None else _resume_seed(seed, done)
     sim = engine.Simulation(
-        particles=particles, density=density, interaction=source.interaction, seed=seed
+        particles=particles, density=density, interaction=source.interaction, seed=sim_seed
     )
     with sim:
         box = sim.box
         sim.place(minimize=False)  # the same random stream as `start_positions`, then its state
-        sim.set_state(start)
-        sim.thermalize(temperature)
+        if saved is None:
+            sim.set_state(start)
+            sim.thermalize(temperature)
+            shift = np.zeros((particles, 2))
+        else:
+            sim.set_state(saved["positions"], saved["velocities"])
+            shift = np.asarray(saved["shift"], dtype=np.float64)  # images crossed before
         if source.field is not None:
             sim.external(lambda step, x: source.field(x, box))
-        sim.langevin(temperature, plan.damp, plan.timestep)
-        total = plan.equilibration_steps + plan.steps + plan.nve_steps
-        done = 0
+        if done < prod_end:
+            sim.langevin(temperature, plan.damp, plan.timestep)
+        else:
+            sim.nve(plan.timestep)
+        if saved is None:  # set-up and minimisation count with the equilibration
+            seconds["equilibration"] += time.perf_counter() - t0
+        last_save = time.perf_counter()
+
+        def phase(step: int) -> str:
+            return "equilibration" if step < eq_end else "production" if step < prod_end else "nve"
 
         def advance(steps):
             nonlocal done
+            t = time.perf_counter()
             sim.run(steps)
             if not np.all(np.isfinite(sim.positions())):
                 raise MdkerasError(f"{source.kind} run lost its atoms at step {done + steps}.")
+            seconds[phase(done)] += time.perf_counter() - t
             done += steps
             if progress is not None:
                 progress(done / total)
 
-        chunk = max(plan.sample_every, plan.equilibration_steps // 20 or 1)
-        left = plan.equilibration_steps
-        while left > 0:
-            advance(min(chunk, left))
-            left -= min(chunk, left)
-        t_eq = time.perf_counter()
+        def save_if_due():
+            nonlocal last_save
+            if checkpoint is None or time.perf_counter() - last_save < checkpoint_seconds:
+                return
+            wrapped = sim.positions()
+            _save_checkpoint(
+                checkpoint,
+                key,
+                done=done,
+                positions=wrapped,
+                velocities=sim.velocities(),
+                shift=sim.unwrapped_positions() + shift - wrapped,
+                samples=samples,
+                seconds=seconds,
+                resumed=resumed,
+            )
+            last_save = time.perf_counter()
 
-        thermo, unwrapped, structure, true_energy = [], [], [], []
-        for k in range(1, plan.steps // plan.sample_every + 1):
+        chunk = max(plan.sample_every, plan.equilibration_steps // 20 or 1)
+        while done < eq_end:
+            advance(min(chunk, eq_end - done))
+            save_if_due()
+        while done < prod_end:
             advance(plan.sample_every)
             t = sim.thermo()
             v = sim.velocities()
-            thermo.append((t["Temp"], t["Press"], t["PotEng"], *v.mean(axis=0)))
-            unwrapped.append(sim.unwrapped_positions())
-            if (k * plan.sample_every) % plan.structure_every == 0:
+            samples["thermo"].append((t["Temp"], t["Press"], t["PotEng"], *v.mean(axis=0)))
+            samples["unwrapped"].append(sim.unwrapped_positions() + shift)
+            if (done - eq_end) % plan.structure_every == 0:
                 x = sim.positions()
-                structure.append(x)
-                true_energy.append(_true_state(potential, x, box, t["Temp"]))
-        t_prod = time.perf_counter()
-
-        sim.nve(plan.timestep)
-        nve = []
-        for _ in range(plan.nve_steps // plan.nve_sample_every):
+                samples["structure"].append(x)
+                samples["true_energy"].append(_true_state(potential, x, box, t["Temp"]))
+            if done == prod_end:
+                sim.nve(plan.timestep)
+            save_if_due()
+        while done < total:
             advance(plan.nve_sample_every)
             t = sim.thermo()
             v = sim.velocities()
             u_true = _true_energy(potential, sim.positions(), box)
-            nve.append((t["TotEng"], t["KinEng"] + u_true, *v.mean(axis=0)))
-        t_nve = time.perf_counter()
+            samples["nve"].append((t["TotEng"], t["KinEng"] + u_true, *v.mean(axis=0)))
+            save_if_due()
 
-    thermo = np.asarray(thermo, dtype=np.float64).reshape(-1, 5)
-    nve = np.asarray(nve, dtype=np.float64).reshape(-1, 4)
+    thermo = np.asarray(samples["thermo"], dtype=np.float64).reshape(-1, 5)
+    nve = np.asarray(samples["nve"], dtype=np.float64).reshape(-1, 4)
+    true_energy = np.asarray(samples["true_energy"], dtype=np.float64).reshape(-1, 2)
+    structure = np.asarray(samples["structure"], dtype=np.float64).reshape(-1, particles, 2)
     dt = plan.timestep * plan.sample_every
+    timings = {
+        "equilibration_seconds": seconds["equilibration"],
+        "production_seconds": seconds["production"],
+        "nve_seconds": seconds["nve"],
+        "steps_per_second": (plan.steps + plan.nve_steps)
+        / max(seconds["production"] + seconds["nve"], 1e-9),
+    }
+    if resumed:
+        timings["resumed_at_steps"] = resumed
     return Trajectory(
         box=box,
         times=dt * np.arange(1, len(thermo) + 1),
@@ -261,24 +336,95 @@ def run(
         pressure=thermo[:, 1],
         potential_energy=thermo[:, 2],
         momentum=thermo[:, 3:5],
-        unwrapped=np.asarray(unwrapped),
+        unwrapped=np.asarray(samples["unwrapped"], dtype=np.float64).reshape(-1, particles, 2),
         structure_times=plan.timestep
         * plan.structure_every
         * np.arange(1, len(structure) + 1, dtype=np.float64),
-        structure=np.asarray(structure),
-        true_energy=np.asarray(true_energy, dtype=np.float64).reshape(-1, 2)[:, 0],
-        true_pressure=np.asarray(true_energy, dtype=np.float64).reshape(-1, 2)[:, 1],
+        structure=structure,
+        true_energy=true_energy[:, 0],
+        true_pressure=true_energy[:, 1],
         nve_times=plan.timestep * plan.nve_sample_every * np.arange(1, len(nve) + 1),
         nve_energy=nve[:, 0],
         nve_true_energy=nve[:, 1],
         nve_momentum=nve[:, 2:4],
-        timings={
-            "equilibration_seconds": t_eq - t0,
-            "production_seconds": t_prod - t_eq,
-            "nve_seconds": t_nve - t_prod,
-            "steps_per_second": (plan.steps + plan.nve_steps) / max(t_nve - t_eq, 1e-9),
-        },
+        timings=timings,
     )
+
+
+def _resume_seed(seed: int, step: int) -> int:
+    """The seed of a run resumed at `step`: a stream apart from the original's and from any
+    other resume's."""
+    return int(np.random.SeedSequence([int(seed), int(step)]).generate_state(1)[0] % (2**31 - 1))
+
+
+def _save_checkpoint(path, key: dict, *, samples: dict, seconds: dict, resumed, **arrays) -> None:
+    """The run's state as `.npz`, written to a temporary file and renamed over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez(
+            tmp,
+            key=json.dumps(key, sort_keys=True),
+            seconds=json.dumps(seconds),
+            resumed=json.dumps(list(resumed)),
+            **arrays,
+            **{
+                name: np.asarray(values, dtype=np.float64)
+                if len(values)
+                else np.zeros((0,), dtype=np.float64)
+                for name, values in samples.items()
+            },
+        )
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def checkpoint_key(
+    potential: str,
+    density: float,
+    temperature: float,
+    source: ForceSource,
+    seed: int,
+    plan: Schedule,
+    particles: int,
+) -> dict:
+    """What a checkpoint must match to be this run's."""
+    return {
+        "potential": potential,
+        "density": float(density),
+        "temperature": float(temperature),
+        "seed": int(seed),
+        "particles": int(particles),
+        "plan": plan.describe(),
+        "source": source.identity,
+    }
+
+
+def load_checkpoint(path, key: dict):
+    """The saved state of this run at `path`, None if there is no file; one error if the file
+    is not a checkpoint or belongs to another run."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as data:
+            saved = {name: data[name] for name in data.files}
+        stored = json.loads(str(saved["key"]))
+    except (OSError, ValueError, KeyError) as err:
+        raise MdkerasError(
+            f"checkpoint {path} cannot be read ({type(err).__name__}): delete it to start the "
+            "run afresh."
+        ) from None
+    if stored != json.loads(json.dumps(key, sort_keys=True)):
+        raise MdkerasError(
+            f"checkpoint {path} belongs to another run (its state, seed, schedule or force "
+            "source differs): delete it, or use a fresh --out."
+        )
+    return saved
 
 
 def python_pair_source(potential: str) -> ForceSource:
