@@ -68,6 +68,16 @@ def phase_table(sigma: float, size: int, steps: int = STEPS):
     return values, slopes
 
 
+def hermite_cubics(values, slopes):
+    """The cubic Hermite interpolant of a table on each of its steps, `(steps, 4, size)`:
+    `w(t) = c0 + c1 t + c2 t^2 + c3 t^3` for `t` in `[0, 1)` through the step (values and
+    slopes from `phase_table`, slopes per unit of `r`, steps of `1 / steps`)."""
+    steps = len(values) - 1
+    v0, v1 = values[:-1], values[1:]
+    s0, s1 = slopes[:-1] / steps, slopes[1:] / steps  # slopes per step
+    return np.stack([v0, s0, 3 * (v1 - v0) - 2 * s0 - s1, 2 * (v0 - v1) + s0 + s1], axis=1)
+
+
 def _layers(model, dtype=np.float64):
     """`(map kernel (n*n, C), [(kernel, bias, activation)], scale)` of a model this module can
     evaluate, arrays in `dtype`, or None."""
@@ -113,42 +123,30 @@ def _kernels():
     import numba
 
     @numba.njit(inline="always", fastmath=True)
-    def weigh(u, inv_h, edge0, half, table, slope, w, dw, p):
+    def weigh(u, inv_h, edge0, half, cubic, w, dw, p):
         # a neighbour at u along one axis: its block's first cell, its weights w[p] and their
-        # derivatives dw[p] in u, by cubic Hermite interpolation of the phase table
-        steps = table.shape[0] - 1
+        # derivatives dw[p] in u, from the cubic of the phase table's step it falls in
+        steps = cubic.shape[0]
         c = (u - edge0) * inv_h  # the centre in cell units from the window's edge
         lo = int(math.floor(c - half))
         q = (c - lo - half) * steps  # the phase in table steps, 0 <= q < steps
         k = min(max(int(q), 0), steps - 1)
-        t = q - k
-        t2 = t * t
-        t3 = t2 * t
-        h00 = 1.0 - 3.0 * t2 + 2.0 * t3
-        h01 = 3.0 * t2 - 2.0 * t3
-        h10 = (t - 2.0 * t2 + t3) / steps
-        h11 = (t3 - t2) / steps
-        d00 = 6.0 * (t2 - t) * steps * inv_h
-        d01 = -d00
-        d10 = (3.0 * t2 - 4.0 * t + 1.0) * inv_h
-        d11 = (3.0 * t2 - 2.0 * t) * inv_h
-        for a in range(table.shape[1]):
-            v0 = table[k, a]
-            v1 = table[k + 1, a]
-            s0 = slope[k, a]
-            s1 = slope[k + 1, a]
-            w[p, a] = h00 * v0 + h10 * s0 + h01 * v1 + h11 * s1
-            dw[p, a] = d00 * v0 + d10 * s0 + d01 * v1 + d11 * s1
+        t = w.dtype.type(q - k)
+        scale = w.dtype.type(steps * inv_h)
+        c0, c1, c2, c3 = cubic[k, 0], cubic[k, 1], cubic[k, 2], cubic[k, 3]
+        for a in range(c0.shape[0]):
+            w[p, a] = c0[a] + t * (c1[a] + t * (c2[a] + t * c3[a]))
+            dw[p, a] = (c1[a] + t * (2 * c2[a] + t * 3 * c3[a])) * scale
         return lo
 
     @numba.njit(parallel=True, cache=True, fastmath=True)
-    def forward(x, box, start, neighbour, edge0, h, n, table, slope, kernel_t, wx, wy, dx, dy,
+    def forward(x, box, start, neighbour, edge0, h, n, cubic, kernel_t, wx, wy, dx, dy,
                 corner, disp, grids, features):  # fmt: skip
         # Every pair's block weights (wx, wy: (P, size)), their derivatives (dx, dy), its
         # block's first cell (corner: (P, 2), (n, n) if the block misses the window) and
         # displacement (disp: (P, 2)); every particle's grid (grids: (N, n * n), rows y) and
         # its first-layer features = grid @ kernel_t.T (features: (N, C)).
-        size = table.shape[1]
+        size = cubic.shape[2]
         half = (size - 1) * 0.5
         inv_h = 1.0 / h
         inv_box = 1.0 / box
@@ -172,8 +170,8 @@ def _kernels():
                     corner[p, 0] = n  # the block misses the window
                     corner[p, 1] = n
                     continue
-                lx = weigh(ux, inv_h, edge0, half, table, slope, wx, dx, p)
-                ly = weigh(uy, inv_h, edge0, half, table, slope, wy, dy, p)
+                lx = weigh(ux, inv_h, edge0, half, cubic, wx, dx, p)
+                ly = weigh(uy, inv_h, edge0, half, cubic, wy, dy, p)
                 corner[p, 0] = lx
                 corner[p, 1] = ly
                 b0 = max(0, -lx)
@@ -185,7 +183,7 @@ def _kernels():
                         g[row + b] += wa * wx[p, b]
             for c in range(channels):
                 w = kernel_t[c]
-                s = 0.0
+                s = w.dtype.type(0)
                 for k in range(n * n):
                     s += g[k] * w[k]
                 features[i, c] = s
@@ -213,14 +211,14 @@ def _kernels():
             wyy = 0.0
             for p in range(start[i], start[i + 1]):
                 ly, lx = corner[p, 1], corner[p, 0]
-                gx = 0.0
-                gy = 0.0
+                gx = v.dtype.type(0)
+                gy = v.dtype.type(0)
                 b0 = max(0, -lx)
                 b1 = min(size, n - lx)
                 for a in range(max(0, -ly), min(size, n - ly)):
                     row = (ly + a) * n + lx
-                    sx = 0.0
-                    sdx = 0.0
+                    sx = v.dtype.type(0)
+                    sdx = v.dtype.type(0)
                     for b in range(b0, b1):
                         sx += v[row + b] * wx[p, b]
                         sdx += v[row + b] * dx[p, b]
@@ -253,14 +251,16 @@ def _kernels():
                 aik = a[i, k]
                 for o in range(kernel.shape[1]):
                     s[o] += aik * kernel[k, o]
+            zero = s.dtype.type(0)  # constants of the layer's type: float32 math stays float32
+            one = s.dtype.type(1)
             for o in range(kernel.shape[1]):
                 v = s[o]
                 if softplus:
                     e = math.exp(-abs(v))
-                    s[o] = max(v, 0.0) + math.log1p(e)
-                    slope[i, o] = (1.0 if v >= 0 else e) / (1.0 + e)
+                    s[o] = max(v, zero) + math.log1p(e)
+                    slope[i, o] = (one if v >= zero else e) / (one + e)
                 else:
-                    slope[i, o] = 1.0
+                    slope[i, o] = one
         return out
 
     @numba.njit(parallel=True, cache=True, fastmath=True)
@@ -269,7 +269,7 @@ def _kernels():
         for i in numba.prange(grad.shape[0]):
             g = grad[i] * slope[i]
             for k in range(kernel.shape[0]):
-                s = 0.0
+                s = g.dtype.type(0)
                 for o in range(kernel.shape[1]):
                     s += g[o] * kernel[k, o]
                 out[i, k] = s
@@ -372,9 +372,8 @@ class PairSum:
         h = descriptor.window / n
         self.h = h
         self.edge0 = -0.5 * descriptor.window
-        self.table, self.slope = (
-            t.astype(self.dtype) for t in phase_table(descriptor.sigma, self.size)
-        )
+        cubic = hermite_cubics(*phase_table(descriptor.sigma, self.size))
+        self.cubic = np.ascontiguousarray(cubic, dtype=self.dtype)
         self.kernel_t = np.ascontiguousarray(kernel.T)  # (C, n*n)
         self._work: dict = {}
 
@@ -413,8 +412,8 @@ class PairSum:
         wx, wy, dx, dy = work["weights"]
         corner, disp, grids, a = work["corner"], work["disp"], work["grids"], work["features"]
         forward(
-            x, float(box), start, neighbour, self.edge0, self.h, n, self.table, self.slope,
-            self.kernel_t, wx, wy, dx, dy, corner, disp, grids, a,
+            x, float(box), start, neighbour, self.edge0, self.h, n, self.cubic, self.kernel_t,
+            wx, wy, dx, dy, corner, disp, grids, a,
         )  # fmt: skip
         # the dense layers and their backward pass, compiled (no BLAS threads beside them)
         slopes = []
