@@ -339,6 +339,8 @@ def _main(args) -> int:
         sources = [(source, tag)]
         if tag != "true":  # scored against the truth's run at the same seed: run it first
             sources.insert(0, (simulate.true_source(state.potential), "true"))
+        for src, _ in sources:
+            simulate.check_particles(args.particles, state.density, src)
         for seed in seeds:
             for src, name in sources:
                 path = record_path(out, state, name, seed)

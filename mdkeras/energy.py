@@ -293,6 +293,7 @@ def field(
 
     compute.cache = cache
     compute.evaluator = evaluator
+    compute.reach = reach  # a box must exceed twice this (simulate.check_particles)
     return compute
 
 

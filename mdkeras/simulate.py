@@ -38,6 +38,7 @@ NVE_STEPS = 10_000
 SAMPLE_EVERY = 20  # steps between thermo/MSD frames (0.2 time units at dt = 0.01)
 STRUCTURE_EVERY = 40  # steps between g(r) frames: 25 frames in a stability window
 NVE_SAMPLE_EVERY = 50  # steps between NVE frames (each evaluates the true potential)
+MAX_PARTICLES = 100_000  # a run's samples are kept in memory: ~2.4 GB at the default steps
 CHECKPOINT_SECONDS = 300.0  # wall seconds between checkpoints of a run given a checkpoint file
 STABILITY_WINDOW = 10.0  # time units of g(r) per stability check (observables.stability)
 RDF_BINS = 200
@@ -88,6 +89,12 @@ def schedule(
         raise MdkerasError(
             f"steps={steps}, structure_every={structure_every}, sample_every={sample_every}: "
             "expected steps a multiple of structure_every, and that a multiple of sample_every."
+        )
+    shortest = observables.BLOCKS * structure_every
+    if steps < shortest:
+        raise MdkerasError(
+            f"steps={steps} is not allowed: expected at least {shortest} "
+            f"({observables.BLOCKS} structure frames, one per block of the standard errors)."
         )
     return Schedule(
         timestep=p.timestep,
@@ -159,6 +166,26 @@ def _true_state(potential: str, positions, box, temperature: float) -> tuple[flo
     n = len(positions)
     pressure = ((2 * n - 2) * temperature + virial[0] + virial[1]) / (2.0 * box * box)
     return energy / n, float(pressure)
+
+
+def check_particles(particles, density: float, source: ForceSource) -> int:
+    """`particles` if a run of this module can score them at `density` with `source`: a box
+    wider than twice g(r)'s range, the interaction's cut-off and a learned field's reach (its
+    `reach` attribute, e.g. `energy.field`'s), and at most `MAX_PARTICLES` (the samples are
+    kept in memory); one error naming `--particles` otherwise."""
+    try:
+        n = check_int("particles", particles, min=2)
+    except MdkerasError:
+        n = None
+    reach = max(RDF_MAX, source.interaction.cutoff, getattr(source.field, "reach", 0.0))
+    least = int(math.floor(density * (2 * reach) ** 2)) + 1
+    if n is None or n < least or n > MAX_PARTICLES:
+        raise MdkerasError(
+            f"--particles {particles} is not allowed at density {density:g}: expected "
+            f"{least:,} to {MAX_PARTICLES:,} (the box must exceed 2 x {reach:.4g}: g(r)'s range, "
+            "the cut-off or the model's reach; larger runs' samples would not fit in memory)."
+        )
+    return n
 
 
 def start_positions(potential: str, density: float, particles: int, seed: int) -> np.ndarray:

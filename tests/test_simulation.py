@@ -134,7 +134,7 @@ def test_start_positions_are_the_true_minimised_placement_and_seeded():
 
 @needs_lammps
 def test_same_seed_same_observables():
-    plan = simulate.schedule("lj", 0.5, 1.0, steps=200, nve_steps=500)
+    plan = simulate.schedule("lj", 0.5, 1.0, steps=400, nve_steps=500)
     runs = [
         simulate.run("lj", 0.5, 1.0, simulate.true_source("lj"), seed=5, plan=plan, particles=100)
         for _ in range(2)
@@ -153,6 +153,11 @@ def test_same_seed_same_observables():
         (["-k", "lj-rho0.50", "--model", "no-such-model"], "no-such-model"),
         (["-k", "lj-rho0.50", "--nve-steps", "75"], "nve_steps=75"),
         (["-k", "lj-rho0.50", "--seeds", "0,0"], "repeats seed 0"),
+        (["-k", "lj-rho0.50", "--particles", "5"], "--particles 5 is not allowed"),
+        (["-k", "lj-rho0.50", "--particles", "0"], "--particles 0 is not allowed"),
+        (["-k", "lj-rho0.50", "--particles", "1000000000"], "expected 51 to 100,000"),
+        (["-k", "lj-rho0.50", "--steps", "360"], "steps=360 is not allowed"),
+        (["-k", "lj-rho0.50", "--checkpoint-every", "-1"], "--checkpoint-every -1"),
     ],
 )
 def test_bad_input_is_one_error_line_before_any_md(args, message, tmp_path, capsys):
@@ -229,7 +234,7 @@ def test_a_table_that_does_not_cover_the_closest_approach_is_refused_before_md()
         inner=1.2,
     )
     source = simulate.ForceSource("recovered", table, {"kind": "recovered"})
-    plan = simulate.schedule("lj", 0.5, 1.0, steps=200, nve_steps=500)
+    plan = simulate.schedule("lj", 0.5, 1.0, steps=400, nve_steps=500)
     with pytest.raises(MdkerasError, match="covers the closest approach"):
         simulate.run("lj", 0.5, 1.0, source, seed=0, plan=plan, particles=200)
 
