@@ -211,15 +211,16 @@ _register_defaults()
 
 
 def md_states(patterns: list[str] | None) -> list[MDState]:
-    """The MD states whose names match any of `patterns` (globs; a bare word matches as a
-    substring), in registry order, each once; `None`: every state. One error for a pattern
-    that matches none."""
+    """The MD states whose names match any of `patterns` (by `case_glob`, the rule of case
+    selection: case-insensitive globs, a bare word as a substring, an empty pattern an error),
+    in registry order, each once; `None`: every state. One error for a pattern that matches
+    none."""
     states = list(MD_STATES.values())
     if patterns is None:
         return states
     chosen = []
     for pattern in patterns:
-        glob = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
+        glob = case_glob(pattern)
         hits = [s for s in states if fnmatch.fnmatchcase(s.name, glob)]
         if not hits:
             names = ", ".join(s.name for s in states)

@@ -147,6 +147,7 @@ def test_same_seed_same_observables():
     "args, message",
     [
         (["-k", "argon"], "matches no MD state"),
+        (["-k", ""], "empty case pattern"),
         (["-k", "lj-rho0.50", "--model", "recovered", "--recovery", COULOMB_RECOVERY], "coulomb"),
         (["-k", "lj-rho0.50", "--model", "recovered", "--recovery", "nope.json"], "nope.json"),
         (["-k", "lj-rho0.50", "--model", "lj-rho0.50-w8-n28-lenet-paper"], "not a force"),
@@ -237,6 +238,16 @@ def test_a_table_that_does_not_cover_the_closest_approach_is_refused_before_md()
     plan = simulate.schedule("lj", 0.5, 1.0, steps=400, nve_steps=500)
     with pytest.raises(MdkerasError, match="covers the closest approach"):
         simulate.run("lj", 0.5, 1.0, source, seed=0, plan=plan, particles=200)
+
+
+def test_md_states_are_selected_by_the_case_rule():
+    """The same rule as `list`/`run`/`recover`: case-insensitive globs, words as substrings."""
+    from benchmarks import registry
+
+    assert [s.name for s in registry.md_states(["LJ-RHO0.70"])] == ["lj-rho0.70-t1.00"]
+    assert [s.name for s in registry.md_states(["coulomb-*0.50*"])] == ["coulomb-rho0.50-t1.00"]
+    with pytest.raises(MdkerasError, match="empty case pattern"):
+        registry.md_states(["  "])
 
 
 def spread(seeds: int) -> None:
