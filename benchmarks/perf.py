@@ -545,15 +545,14 @@ def bench_md_forces(quick: bool) -> dict:
     # energy models (SPEC §3b): untrained, of the energy cases' shape; LeNet's forward and
     # gradient on 2,000 grids take seconds a step on the CPU, so it is timed over fewer steps
     descriptor = energy.Descriptor(window, grid, ENERGY_SIGMA)
-    fewer = {}
+    fewer, evaluators = {}, {}
     for arch in energy.TRUNKS:
         model = energy.build_energy_model(arch, grid)
         name = f"{arch} energy model (fix external, forces by autodiff)"
+        field = energy.field(model, descriptor)
+        evaluators[name] = field.evaluator  # pairsum (compiled pair sum) or tensorflow
         sources[name] = simulate.ForceSource(
-            "energy",
-            ideal_gas(forcefield.NEIGHBOUR_CUTOFF),
-            {},
-            field=energy.field(model, descriptor),
+            "energy", ideal_gas(forcefield.NEIGHBOUR_CUTOFF), {}, field=field
         )
         if arch == "lenet":
             fewer[name] = max(2, steps // LENET_ENERGY_FEWER)
@@ -591,6 +590,7 @@ def bench_md_forces(quick: bool) -> dict:
         "steps": steps,
         "steps_by_source": {name: fewer.get(name, steps) for name in speeds},
         "steps_per_second": speeds,
+        "energy_evaluators": evaluators,
         "target_steps_per_second": limit,
         "target_met": None if limit is None else learned >= limit,
         "energy_target_met": None if limit is None else fast >= limit,

@@ -176,8 +176,10 @@ def tabulated(
     2e-7 of the largest at T = 1). `inner` must lie below the closest approach of any run, or
     LAMMPS stops it.
     """
-    if not 0 < inner < cutoff:
-        raise MdkerasError(f"inner={inner!r} is not allowed: expected 0 < inner < {cutoff}.")
+    cutoff = check_number("cutoff", cutoff, positive=True, noun="a distance")
+    inner = check_number("inner", inner, positive=True, noun="a distance")
+    if not inner < cutoff:
+        raise MdkerasError(f"inner={inner:g} is not allowed: expected 0 < inner < {cutoff:g}.")
     points = check_int("points", points, min=2)
     r = np.sqrt(np.linspace(inner * inner, cutoff * cutoff, int(points)))
     f, e = np.asarray(force(r), np.float64), np.asarray(energy(r), np.float64)
@@ -301,6 +303,13 @@ class Simulation:
     ):
         self.particles = check_int("particles", particles, min=2)
         self.density = check_number("density", density, positive=True, noun="a number")
+        if not isinstance(interaction, Interaction):
+            raise MdkerasError(
+                f"interaction={interaction!r} is not allowed: expected an Interaction "
+                "(engine.interaction, engine.tabulated or engine.ideal_gas)."
+            )
+        if not isinstance(seed, np.random.SeedSequence):
+            seed = check_int("seed", seed, min=0)
         self.interaction = interaction
         self.box = math.sqrt(self.particles / self.density)
         if self.box <= 2 * interaction.cutoff:
@@ -513,6 +522,7 @@ class Simulation:
 
     def thermalize(self, temperature: float) -> None:
         """Draw velocities from Maxwell-Boltzmann at `temperature`, zero total momentum."""
+        temperature = check_number("temperature", temperature, positive=True, noun="a number")
         self.command(
             f"velocity all create {temperature:.17g} {self._next_seed()} dist gaussian "
             "mom yes rot no loop geom"
@@ -520,15 +530,19 @@ class Simulation:
 
     def langevin(self, temperature: float, damp: float, timestep: float) -> None:
         """NVT: Langevin thermostat (damping time `damp`, zero net random force) on `fix nve`."""
-        self._thermostat = (float(temperature), float(damp), self._next_seed())
-        self.timestep = float(timestep)
+        temperature = check_number("temperature", temperature, positive=True, noun="a number")
+        damp = check_number("damp", damp, positive=True, noun="a time")
+        timestep = check_number("timestep", timestep, positive=True, noun="a time")
+        self._thermostat = (temperature, damp, self._next_seed())
+        self.timestep = timestep
         self.command(f"timestep {timestep:.17g}")
         self._fixes()
 
     def nve(self, timestep: float) -> None:
         """NVE: velocity Verlet alone (drop the thermostat), to measure energy conservation."""
+        timestep = check_number("timestep", timestep, positive=True, noun="a time")
         self._thermostat = None
-        self.timestep = float(timestep)
+        self.timestep = timestep
         self.command(f"timestep {timestep:.17g}")
         self._fixes()
 

@@ -440,3 +440,23 @@ def test_closest_distance_is_the_brute_force_minimum_image_one():
         r = np.hypot(d[..., 0], d[..., 1])[np.triu_indices(n, 1)]
         expected = min(r.min(), 2.0)
         assert pairforces.closest_distance(x, box) == pytest.approx(expected, rel=1e-12)
+
+
+@needs_lammps
+def test_simulation_arguments_are_checked_in_one_line():
+    lj = engine.interaction("lj")
+    for seed in (-1, "abc", 1.5):
+        with pytest.raises(MdkerasError, match="seed="):
+            engine.Simulation(particles=200, density=0.5, interaction=lj, seed=seed)
+    with pytest.raises(MdkerasError, match="interaction=None is not allowed"):
+        engine.Simulation(particles=200, density=0.5, interaction=None, seed=0)
+    with pytest.raises(MdkerasError, match="inner="):
+        engine.tabulated("x", np.ones_like, np.zeros_like, cutoff=2.5, inner="a")
+    with engine.Simulation(particles=200, density=0.5, interaction=lj, seed=0) as sim:
+        sim.place()
+        with pytest.raises(MdkerasError, match="temperature="):
+            sim.thermalize(-1.0)
+        with pytest.raises(MdkerasError, match="temperature="):
+            sim.langevin(-1.0, 1.0, 0.01)
+        with pytest.raises(MdkerasError, match="timestep="):
+            sim.nve(0.0)
