@@ -316,10 +316,10 @@ def load_energy_model(path):
         with zipfile.ZipFile(path) as z:
             meta = json.loads(z.read("mdkeras.json"))
         model = keras.saving.load_model(path, compile=False)
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as err:
         raise MdkerasError(
-            f"model {path} cannot be read as an energy model ({type(err).__name__}): expected "
-            "a .keras file written by `save_energy_model`."
+            f"model {path} cannot be read as an energy model ({type(err).__name__}; truncated, "
+            "empty or not a .keras file): expected a .keras file written by `save_energy_model`."
         ) from None
     if not is_energy_model(model):
         raise MdkerasError(

@@ -333,7 +333,17 @@ def load_force_model(path) -> keras.Model:
             f"model {path} is not allowed: expected an existing .keras file saved by "
             "`run_case(..., model_dir=DIR)` for a '-force' case."
         )
-    model = keras.saving.load_model(path, compile=False)
+    import zipfile
+
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as err:
+        # Keras says "File not found" of a file that exists but is not a whole .keras zip
+        raise MdkerasError(
+            f"model {path} cannot be read as a Keras model ({type(err).__name__}; truncated, "
+            "empty or not a .keras file): expected a file saved by `run_case(..., "
+            "model_dir=DIR)` for a '-force' case."
+        ) from None
     if "force" not in model.output_names:
         raise MdkerasError(
             f"model {path} has outputs {list(model.output_names)}: expected a 'force' head "

@@ -180,10 +180,16 @@ def test_bad_input_is_one_error(tmp_path):
     missing = tmp_path / "nothing.keras"
     with pytest.raises(MdkerasError, match="expected an existing .keras file"):
         en.load_energy_model(missing)
-    junk = tmp_path / "junk.keras"
-    junk.write_bytes(b"not a zip")
-    with pytest.raises(MdkerasError, match="cannot be read as an energy model"):
-        en.load_energy_model(junk)
+    model = random_model(dtype="float32")
+    whole_path = tmp_path / "whole.keras"
+    en.save_energy_model(model, whole_path, DESC, {})
+    whole = whole_path.read_bytes()
+    cut = whole[: len(whole) // 3]
+    for name, content in [("junk", b"not a zip"), ("empty", b""), ("cut", cut)]:
+        bad = tmp_path / f"{name}.keras"
+        bad.write_bytes(content)
+        with pytest.raises(MdkerasError, match="cannot be read as an energy model"):
+            en.load_energy_model(bad)
     x = np.array([[0.0, 0.0], [0.1, 0.0], [3.0, 3.0]])
     with pytest.raises(MdkerasError, match="particles 0 and 1 overlap"):
         en.check_configuration(x, 10.0, closest=0.5)

@@ -247,6 +247,12 @@ def test_a_saved_force_model_loads_and_predicts_the_same(tmp_path):
         load_force_model(tmp_path / "classes.keras")
     with pytest.raises(MdkerasError, match=r"expected an existing \.keras file"):
         load_force_model(tmp_path / "missing.keras")
+    whole = path.read_bytes()
+    for name, content in [("empty", b""), ("cut", whole[: len(whole) // 3]), ("noise", b"x" * 999)]:
+        bad = tmp_path / f"{name}.keras"
+        bad.write_bytes(content)
+        with pytest.raises(MdkerasError, match="cannot be read as a Keras model"):
+            load_force_model(bad)
     with pytest.raises(MdkerasError, match=r"ending in \.keras"):
         save_model(model, tmp_path / "m.h5")
 
