@@ -65,11 +65,7 @@ def recovered_force(record: Mapping, fit: str) -> Callable[[np.ndarray], np.ndar
     if fit == "shells":
         return shell_force(record)
     form = get(potential).model
-    params = record.get("parameters")
-    try:
-        values = {name: float(params[name]["value"]) for name in form.parameters}
-    except (KeyError, TypeError, ValueError):
-        values = None
+    values = parameter_values(record, form.parameters)
     if values is None or not all(math.isfinite(v) for v in values.values()):
         raise MdkerasError(
             f"recovery record {_source(record)!r} has no finite values for the parameters "
@@ -300,6 +296,22 @@ def _stem(record: Mapping, fit: str) -> str:
     return f"{potential}-{fit}--{'-'.join(parts)}--{scale}--seed{record.get('seed')}"
 
 
+def parameter_values(record: Mapping, names) -> dict[str, float] | None:
+    """`{name: value}` of a recovery record's fitted `names`, each `parameters[name]["value"]`
+    a real number (int or float, not a string or a bool); None if any is missing or not one."""
+    params = record.get("parameters")
+    if not isinstance(params, Mapping):
+        return None
+    values = {}
+    for name in names:
+        entry = params.get(name)
+        value = entry.get("value") if isinstance(entry, Mapping) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        values[name] = float(value)
+    return values
+
+
 def _number(value) -> float:
     """`value` as a float (NaN where a record has none)."""
     try:
@@ -327,9 +339,11 @@ def export(
     force = recovered_force(record, fit)
     potential = record["physics"]["potential"]
     if fit == "parametric":
+        names = get(potential).model.parameters
+        values = parameter_values(record, names)  # checked by recovered_force
         shown = ", ".join(
-            f"{k} = {v['value']:.10g} +- {_number(v.get('error')):.3g}"
-            for k, v in record["parameters"].items()
+            f"{k} = {values[k]:.10g} +- {_number(record['parameters'][k].get('error')):.3g}"
+            for k in names
         )
         how = [
             f"f(r) = {record['model']} with {shown} (bootstrap errors)",

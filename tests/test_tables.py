@@ -27,6 +27,31 @@ def lj_record():
     return load_record(LJ_RECORD, "recovery")
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda p: p["A"].update(value="47.9"),  # a number as a string
+        lambda p: p["A"].update(value=True),
+        lambda p: p.update(A=48.0),  # not a dict
+        lambda p: p.pop("B"),
+    ],
+)
+def test_a_record_with_malformed_parameters_is_one_error(lj_record, change):
+    record = copy.deepcopy(lj_record)
+    change(record["parameters"])
+    for make in (lambda: tables.recovered_force(record, "parametric"),
+                 lambda: tables.export(record, "parametric")):  # fmt: skip
+        with pytest.raises(MdkerasError, match="has no finite values for the parameters"):
+            make()
+
+
+def test_an_extra_parameter_is_ignored(lj_record):
+    record = copy.deepcopy(lj_record)
+    record["parameters"]["note"] = 5  # not a parameter of the form, not even a dict
+    plain = tables.export(lj_record, "parametric")
+    assert tables.export(record, "parametric").table == plain.table
+
+
 def _lj_shifted(r, cutoff=4.0):
     r = np.asarray(r, float)
     return 4 * (r**-12 - r**-6) - 4 * (cutoff**-12 - cutoff**-6)
