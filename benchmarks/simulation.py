@@ -321,6 +321,9 @@ def _main(args) -> int:
     out = directory_arg("--out", args.out) or DEFAULT_OUT
     table_dir = directory_arg("--tables", args.tables) or out / "tables"
     check_directory("--out", out, create=True)
+    from benchmarks import simulation_report
+
+    simulation_report.existing(out)  # a foreign record in --out: an error now, not after the MD
     every = args.checkpoint_every
     if not (every > 0 and every < float("inf")):
         raise MdkerasError(

@@ -45,6 +45,15 @@ def holds_simulations(directory: str | os.PathLike) -> bool:
     return bool(paths) and read_json(paths[0]).get("kind") == "simulation"
 
 
+def existing(directory: str | os.PathLike) -> list[dict]:
+    """Every record already in `directory` (none if it is missing), each checked to be a
+    simulation record: `md` calls it before any MD, so that a foreign file in `--out` is an
+    error then, not after the runs."""
+    directory = Path(directory)
+    paths = sorted(directory.glob(GLOB)) if directory.is_dir() else []
+    return [load_record(p, kind="simulation") for p in paths]
+
+
 def load_dir(directory: str | os.PathLike) -> list[dict]:
     directory = Path(directory)
     paths = sorted(directory.glob(GLOB)) if directory.is_dir() else []

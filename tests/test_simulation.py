@@ -250,6 +250,15 @@ def test_md_states_are_selected_by_the_case_rule():
         registry.md_states(["  "])
 
 
+def test_a_foreign_record_in_out_is_an_error_before_any_md(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "junk--a--seed0.json").write_text('{"x": 1}')
+    assert md_main(["-k", "lj-rho0.50", "--out", out, *SMALL]) == 2
+    assert "junk--a--seed0.json lacks key" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["junk--a--seed0.json"]
+
+
 def spread(seeds: int) -> None:
     """Run the `md_dir` fixture's MD for seeds 0 .. seeds-1 and print, per disjoint pair of
     seeds, the model-minus-truth U/N and its z, and every run's mean T (the measurement behind
