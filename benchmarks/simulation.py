@@ -186,7 +186,11 @@ def resolve_source(args, state, table_dir: Path):
         if path is None:
             path = default_recovery(state.potential, args.recovery_sampler, state.density)
         if not path.is_file():
-            raise MdkerasError(f"--recovery {path} does not exist: expected a recovery record.")
+            what = "is a directory" if path.is_dir() else "does not exist"
+            raise MdkerasError(
+                f"--recovery {path} {what}: expected a recovery record (a .json file written "
+                "by `python -m benchmarks recover`)."
+            )
         return _recovered_source(state, model, path, table_dir)
     if "-energy-" in model:
         return _energy_source(args, state)
@@ -321,6 +325,7 @@ def _main(args) -> int:
     out = directory_arg("--out", args.out) or DEFAULT_OUT
     table_dir = directory_arg("--tables", args.tables) or out / "tables"
     check_directory("--out", out, create=True)
+    check_directory("--tables", table_dir, create=False)
     from benchmarks import simulation_report
 
     simulation_report.existing(out)  # a foreign record in --out: an error now, not after the MD

@@ -150,6 +150,8 @@ def test_same_seed_same_observables():
         (["-k", ""], "empty case pattern"),
         (["-k", "lj-rho0.50", "--model", "recovered", "--recovery", COULOMB_RECOVERY], "coulomb"),
         (["-k", "lj-rho0.50", "--model", "recovered", "--recovery", "nope.json"], "nope.json"),
+        (["-k", "lj-rho0.50", "--model", "recovered", "--recovery", ROOT], "is a directory"),
+        (["-k", "lj-rho0.50", "--model", "recovered", "--tables", LJ_RECOVERY], "it is a file"),
         (["-k", "lj-rho0.50", "--model", "lj-rho0.50-w8-n28-lenet-paper"], "not a force"),
         (["-k", "lj-rho0.50", "--model", "no-such-model"], "no-such-model"),
         (["-k", "lj-rho0.50", "--nve-steps", "75"], "nve_steps=75"),
