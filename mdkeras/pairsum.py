@@ -2,11 +2,12 @@
 
 `smoothmap`'s first layer is linear in the smooth grid, `h_c(i) = sum_(a,b) W[a, b, c] D[a, b]`
 with `D[a, b] = sum_j m_a(d_y) m_b(d_x)` (`mdkeras.smooth`), so each neighbour adds only the
-block of cells its Gaussian reaches: `m_b(u)` is below `Phi(-(SUPPORT + 1)) ~ 1e-9` of a count
-more than `SUPPORT + 1` standard deviations from `u`, and `block(sigma)` cells a side hold the
-rest (7 at sigma = 0.5). A neighbour's weights in its block depend only on where its centre
-falls inside a cell, so they come from one table (`phase_table`, cubic Hermite interpolation
-of the exact values and slopes; error ~1e-12 of a count). One evaluation is, in numba loops
+block of cells its Gaussian reaches: `block(sigma)` cells a side (6 at sigma = 0.5) hold all of
+it within `SUPPORT` standard deviations of its centre, the cut the descriptor already makes at
+the window's edge (a cell beyond it holds below `Phi(-SUPPORT) ~ 2.9e-7` of a count). A
+neighbour's weights in its block depend only on where its centre falls inside a cell, so they
+come from one table (`phase_table`: cubic Hermite interpolation of the exact values and slopes,
+error ~1e-12 of a count). One evaluation is, in numba loops
 over the particles in parallel (no BLAS threads beside them on a small CPU):
 
 1. every pair's block weights in x and y and their derivatives, the block's `m_a m_b` added
@@ -18,7 +19,8 @@ over the particles in parallel (no BLAS threads beside them on a small CPU):
 
 It is the model's own function in the model's float type, its forces the exact gradient of its
 energy; it agrees with the TensorFlow evaluation through the grids to the Gaussians' cut
-(float64: 1e-8 of the energy, 1e-6 of the largest force; `tests/test_pairsum.py`). Only
+(float64: 3e-7 of the energy, 2e-6 of the largest force, below float32's round-off;
+`tests/test_pairsum.py`). Only
 models whose layers after the grid are `Flatten`, a linear bias-free `Dense`, `Dense` layers
 with `softplus` or no activation and the energy's `Rescaling` take this path (`supports`).
 `neighbours` is the Verlet list's cell-list builder.
@@ -33,7 +35,6 @@ import numpy as np
 from mdkeras import smooth
 
 ACTIVATIONS = ("softplus", "linear")
-MARGIN = 1.0  # deviations beyond SUPPORT still added to a neighbour's block
 STEPS = 512  # table steps per cell side of the weights' cubic Hermite interpolation
 
 
@@ -46,7 +47,7 @@ def available() -> bool:
 
 def block(sigma: float) -> int:
     """Cells a side of a neighbour's block at width `sigma` (cell sides)."""
-    return int(math.ceil(2.0 * (smooth.SUPPORT + MARGIN) * sigma)) + 1
+    return int(math.ceil(2.0 * smooth.SUPPORT * sigma)) + 1
 
 
 def phase_table(sigma: float, size: int, steps: int = STEPS):

@@ -72,10 +72,10 @@ def differences(name, seed, **kw):
 
 
 # Over seeds 0-9 and the three descriptors (`python tests/test_pairsum.py 0-9`), float64: energy
-# at most 1.1e-8 of |E|, forces 9.7e-7 of the largest force, virial 1.1e-6 of its largest entry:
-# what the Gaussians' cut at SUPPORT + 1 deviations (Phi(-6) ~ 1e-9 of a count a cell) leaves.
-# The bounds are about 10x that, and 100x below what a wrong cell, sign or block gives (>= 1e-3).
-BOUNDS = {"energy": 1e-7, "forces": 1e-5, "virial": 1e-5}
+# at most 2.8e-7 of |E|, forces 1.8e-6 of the largest force, virial 2.9e-6 of its largest entry:
+# what the Gaussians' cut at SUPPORT deviations (Phi(-5) ~ 2.9e-7 of a count a cell) leaves.
+# The bounds are about 10x that, and 30x below what a wrong cell, sign or block gives (>= 1e-3).
+BOUNDS = {"energy": 3e-6, "forces": 2e-5, "virial": 3e-5}
 
 
 @pytest.mark.parametrize("name", sorted(DESCRIPTORS))
@@ -87,9 +87,11 @@ def test_pairsum_equals_the_tensorflow_evaluation_through_the_grids(name):
 
 
 def test_float32_pairsum_agrees_to_float32_round_off():
-    # float32 (the trained models): 1e-7 of |E|, 1.5e-5 of the largest force at seed 0
+    # float32 (the trained models), seeds 0-5 at N = 600: energy at most 2.2e-7 of |E|, forces
+    # 2.3e-6 of the largest, virial 1.5e-6: float32's round-off; bounds 10x that
     measured = differences("w8-n28", 0, n=600, dtype="float32")
-    assert measured["energy"] < 1e-6 and measured["forces"] < 1e-4, measured
+    assert measured["energy"] < 3e-6 and measured["forces"] < 3e-5, measured
+    assert measured["virial"] < 2e-5, measured
 
 
 def test_forces_are_minus_the_finite_difference_gradient_of_its_own_energy():
