@@ -242,9 +242,8 @@ def _kernels():
         return gpair
 
     @numba.njit(parallel=True, cache=True, fastmath=True)
-    def dense(a, kernel, bias, softplus, slope, out):
-        # one Dense layer on every row: out = softplus(a @ kernel + bias) (slope: its
-        # derivative, the sigmoid) or a @ kernel + bias (slope: 1)
+    def dense(a, kernel, bias, out):
+        # one Dense layer's pre-activation on every row: out = a @ kernel + bias
         for i in numba.prange(a.shape[0]):
             s = out[i]
             s[:] = bias
@@ -252,16 +251,6 @@ def _kernels():
                 aik = a[i, k]
                 for o in range(kernel.shape[1]):
                     s[o] += aik * kernel[k, o]
-            zero = s.dtype.type(0)  # constants of the layer's type: float32 math stays float32
-            one = s.dtype.type(1)
-            for o in range(kernel.shape[1]):
-                v = s[o]
-                if softplus:
-                    e = math.exp(-abs(v))
-                    s[o] = max(v, zero) + math.log1p(e)
-                    slope[i, o] = (one if v >= zero else e) / (one + e)
-                else:
-                    slope[i, o] = one
         return out
 
     @numba.njit(parallel=True, cache=True, fastmath=True)
@@ -352,6 +341,14 @@ def neighbours(positions, box: float, reach: float):
     return start, neighbour
 
 
+def _softplus(x):
+    """`(softplus(x), its derivative sigmoid(x))`, in `x`'s float type."""
+    e = np.exp(-np.abs(x))
+    value = np.maximum(x, 0) + np.log1p(e)
+    slope = np.where(x >= 0, 1, e) / (1 + e)
+    return value, slope.astype(x.dtype, copy=False)
+
+
 class PairSum:
     """`evaluate(positions (N, 2), box, start (N + 1,), neighbour (P,))` -> `(forces (N, 2),
     E, virial (2, 2))` of a `smoothmap`-like energy model on a neighbour list in CSR form (the
@@ -416,12 +413,15 @@ class PairSum:
             x, float(box), start, neighbour, self.edge0, self.h, n, self.cubic, self.kernel_t,
             wx, wy, dx, dy, corner, disp, grids, a,
         )  # fmt: skip
-        # the dense layers and their backward pass, compiled (no BLAS threads beside them)
+        # the dense layers and their backward pass: products compiled (no BLAS threads beside
+        # them), the softplus in NumPy (its exp and log1p are vectorised)
         slopes = []
         for kernel, bias, activation in self.stack:
-            slope = np.empty((count, kernel.shape[1]), dtype=self.dtype)
-            out = np.empty_like(slope)
-            a = dense(a, kernel, bias, activation == "softplus", slope, out)
+            pre = dense(a, kernel, bias, np.empty((count, kernel.shape[1]), dtype=self.dtype))
+            if activation == "softplus":
+                a, slope = _softplus(pre)
+            else:
+                a, slope = pre, np.ones_like(pre)
             slopes.append(slope)
         energy = self.scale * float(a.sum(dtype=np.float64))
         grad = np.full((count, 1), self.scale, dtype=self.dtype)
