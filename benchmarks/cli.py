@@ -283,8 +283,9 @@ def _cmd_list(args) -> int:
 
 
 def _plan(args, cases, scale, seeds, out) -> list[tuple]:
-    """(action, case, seed, path) per pair; action is run, overwrite, retry, skip, or
-    `too-small` (the scale has too few samples for the architecture: not run)."""
+    """(action, case, seed, path) per pair; action is run, overwrite, retry, skip, retrain
+    (`--resume --save-model` and a finished record without its model file) or `too-small`
+    (the scale has too few samples for the architecture: not run)."""
     plan_ = []
     for seed in seeds:
         for case in cases:
@@ -293,6 +294,8 @@ def _plan(args, cases, scale, seeds, out) -> list[tuple]:
                 action = TOO_SMALL
             elif args.resume and path.exists():
                 action = records.resume_decision(path, case, scale, seed)
+                if action == "skip" and args.save_model and not path.with_suffix(".keras").exists():
+                    action = "retrain"  # the record is there, the model --save-model asks for not
             else:
                 action = "overwrite" if path.exists() else "run"
             plan_.append((action, case, seed, path))

@@ -437,6 +437,18 @@ def test_without_resume_records_are_overwritten(tmp_path, fake_training):
     assert len(fake_training.calls) == 2
 
 
+def test_resume_with_save_model_retrains_a_record_without_its_model(tmp_path, fake_training):
+    out = tmp_path / "runs"
+    argv = ["run", "-k", LJ, "--out", str(out), *INLINE]
+    assert main(argv) == 0  # a record, no model file
+    assert main([*argv, "--resume", "--save-model"]) == 0
+    assert fake_training.calls == [(LJ, 0), (LJ, 0)]  # the missing model is trained again
+    record = records.record_path(out, LJ, "smoke", 0)
+    record.with_suffix(".keras").write_bytes(b"a model")  # what the real training would save
+    assert main([*argv, "--resume", "--save-model"]) == 0
+    assert len(fake_training.calls) == 2  # record and model there: skipped
+
+
 def test_resume_refuses_a_changed_case_definition(tmp_path, fake_training, capsys):
     out = tmp_path / "runs"
     out.mkdir()
