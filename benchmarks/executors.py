@@ -136,7 +136,18 @@ def check_options(args) -> None:
                 "at a time in this process; use --executor local."
             )
         if args.jobs is not None:
-            check_int("--jobs", args.jobs, min=1)
+            cpus = os.cpu_count() or 1
+            most = max(JOBS_PER_CPU * cpus, len(visible_gpus()))
+            try:
+                check_int("--jobs", args.jobs, min=1, max=most)
+            except MdkerasError:
+                raise MdkerasError(
+                    f"--jobs {args.jobs} is not allowed: expected 1 to {most} (each job is a "
+                    f"TensorFlow worker of about half a GB; this machine has {cpus} CPUs)."
+                ) from None
+
+
+JOBS_PER_CPU = 4  # --jobs at most this many workers per CPU (or one per visible GPU)
 
 
 def require_ray() -> None:

@@ -94,7 +94,8 @@ def test_speed_options_need_no_determinism(flag, tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, needle",
     [
-        (["--jobs", "0"], "--jobs=0"),
+        (["--jobs", "0"], "--jobs 0 is not allowed: expected 1 to"),
+        (["--jobs", "10000"], "--jobs 10000 is not allowed: expected 1 to"),
         (["--address", "auto"], "--executor ray"),
         (["--executor", "ray", "--jobs", "2"], "--jobs applies to --executor local"),
         (["--executor", "dask"], "dask"),
