@@ -23,9 +23,10 @@ BLOCKS = 10  # contiguous blocks for a standard error (block_average, rdf, drift
 # finite. Noise floor measured at N = 2,000, T = 1, r_max 5, dr 0.05, against another seed's
 # 40 tau run: LJ rho 0.5, 5 tau windows, mean (max) 0.028 (0.034) with frames 0.1 tau apart,
 # 0.053 (0.065) 0.5 tau apart; rho 0.7: 0.025 (0.032), 0.044 (0.052). The floor grows as the
-# window holds fewer frames or particles, or the bins narrow: restate the threshold then.
+# window holds fewer frames or particles, or the bins narrow: restate the threshold then. The
+# MD protocol's window (`STABILITY_WINDOW`, 10 tau) holds twice the frames of those measured.
 STABILITY_THRESHOLD = 0.10
-STABILITY_WINDOW = 5.0
+STABILITY_WINDOW = 10.0
 TEMPERATURE_BOUNDS = (0.1, 10.0)
 UNWRAP_LIMIT = 0.25  # largest displacement component between frames unwrap accepts, over B
 CHUNK = 1 << 21  # pair (or particle-origin) entries held at once: ~16 MB per float64 array
@@ -353,7 +354,7 @@ def stability(
     - g(r) averaged over the frames in `(t_k - window, t_k]` has `rdf_error` above `threshold`
       against `g_ref` (checked once a full window has elapsed since the first frame).
 
-    Defaults: `STABILITY_THRESHOLD` (h(r) MAE 0.10) over `STABILITY_WINDOW` (5 tau). Returns
+    Defaults: `STABILITY_THRESHOLD` (h(r) MAE 0.10) over `STABILITY_WINDOW` (10 tau). Returns
     `{"stable", "time", "reason", "threshold", "window"}`: `time` from the first frame to the
     failing frame (or to the last frame if stable), `reason` a one-line cause or None. A run that
     LAMMPS stopped is scored on the frames it saved; the caller reports the stop itself.

@@ -341,7 +341,7 @@ def test_stability_fails_when_the_structure_departs():
     t, r, g_ref, series = reference_and_series(np.random.default_rng(13))
     series[t >= 20.0] += 0.2  # from t = 20 on, g is 0.2 too high everywhere: MAE 1.0
     k = brute_first_failure(t, series, r, g_ref, 0.10, 5.0)
-    out = stability(t, series, (r, g_ref))
+    out = stability(t, series, (r, g_ref), window=5.0)
     assert not out["stable"] and out["time"] == pytest.approx(t[k] - t[0])
     assert 20.0 <= t[k] <= 20.0 + 5.0
     assert out["reason"].startswith("g(r) error ")
