@@ -7,12 +7,13 @@ it within `SUPPORT` standard deviations of its centre, the cut the descriptor al
 the window's edge (a cell beyond it holds below `Phi(-SUPPORT) ~ 2.9e-7` of a count). A
 neighbour's weights in its block depend only on where its centre falls inside a cell, so they
 come from one table (`phase_table`: cubic Hermite interpolation of the exact values and slopes,
-error ~1e-12 of a count). One evaluation is, in numba loops
-over the particles in parallel (no BLAS threads beside them on a small CPU):
+error ~1e-12 of a count). One evaluation is, in numba loops over the particles in parallel (no
+BLAS threads beside them on a small CPU):
 
 1. every pair's block weights in x and y and their derivatives, the block's `m_a m_b` added
    to its particle's grid, and `h = D W`;
-2. the dense layers and their backward pass, giving `dE/dh` and `V = (dE/dh) W^T = dE/dD`;
+2. the dense layers and their backward pass (products compiled, the softplus in NumPy),
+   giving `dE/dh` and `V = (dE/dh) W^T = dE/dD`;
 3. every pair's `g = dE/dd = sum_(a,b) V[a, b] (m_a m_b', m_a' m_b)` over its block, the forces
    `F_i = sum_j g_ij - sum_(k: j = i) g_ki` and the virial `-sum d g` as `energy.make_evaluator`
    takes them.
@@ -20,10 +21,9 @@ over the particles in parallel (no BLAS threads beside them on a small CPU):
 It is the model's own function in the model's float type, its forces the exact gradient of its
 energy; it agrees with the TensorFlow evaluation through the grids to the Gaussians' cut
 (float64: 3e-7 of the energy, 2e-6 of the largest force, below float32's round-off;
-`tests/test_pairsum.py`). Only
-models whose layers after the grid are `Flatten`, a linear bias-free `Dense`, `Dense` layers
-with `softplus` or no activation and the energy's `Rescaling` take this path (`supports`).
-`neighbours` is the Verlet list's cell-list builder.
+`tests/test_pairsum.py`). Only models whose layers after the grid are `Flatten`, a linear
+bias-free `Dense`, `Dense` layers with `softplus` or no activation and the energy's
+`Rescaling` take this path (`supports`). `neighbours` is the Verlet list's cell-list builder.
 """
 
 from __future__ import annotations
