@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -31,6 +29,7 @@ import numpy as np
 from mdkeras import engine, md, observables, pairforces
 from mdkeras.checks import check_int
 from mdkeras.errors import MdkerasError
+from mdkeras.files import atomic_writer
 from mdkeras.potentials import check_potential, get
 
 STEPS = 20_000  # NVT production steps (200 time units at dt = 0.01)
@@ -385,29 +384,16 @@ def _resume_seed(seed: int, step: int) -> int:
 
 
 def _save_checkpoint(path, key: dict, *, samples: dict, seconds: dict, resumed, **arrays) -> None:
-    """The run's state as `.npz`, written to a temporary file and renamed over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    """The run's state as `.npz`, written atomically (`files.atomic_writer`)."""
+    with atomic_writer(path) as f:
         np.savez(
-            tmp,
+            f,
             key=json.dumps(key, sort_keys=True),
             seconds=json.dumps(seconds),
             resumed=json.dumps(list(resumed)),
             **arrays,
-            **{
-                name: np.asarray(values, dtype=np.float64)
-                if len(values)
-                else np.zeros((0,), dtype=np.float64)
-                for name, values in samples.items()
-            },
+            **{name: np.asarray(values, dtype=np.float64) for name, values in samples.items()},
         )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def checkpoint_key(
