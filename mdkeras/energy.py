@@ -191,13 +191,13 @@ def check_configuration(positions, box, *, closest: float = 0.0) -> None:
         )
 
 
-def evaluator_name(model, *, compiled: bool = True) -> str:
+def evaluator_name(model) -> str:
     """Which evaluator `field` uses for `model`: `"pairsum"` (a `smoothmap`-like model as a
     compiled sum over pairs, `mdkeras.pairsum`; needs numba, in the `md` extra) or
     `"tensorflow"` (any energy model, `make_evaluator`)."""
     from mdkeras import pairsum
 
-    if compiled and pairsum.supports(model) and pairsum.available():
+    if pairsum.supports(model) and pairsum.available():
         return "pairsum"
     return "tensorflow"
 

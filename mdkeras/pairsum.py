@@ -33,6 +33,7 @@ import math
 import numpy as np
 
 from mdkeras import smooth
+from mdkeras.errors import MdkerasError
 
 ACTIVATIONS = ("softplus", "linear")
 STEPS = 512  # table steps per cell side of the weights' cubic Hermite interpolation
@@ -359,11 +360,16 @@ class PairSum:
         self.dtype = np.dtype(model.inputs[0].dtype)  # float32, or float64 (for tests)
         parts = _layers(model, self.dtype)
         if parts is None:
-            raise ValueError("the model is not a linear map of the grid followed by dense layers")
+            raise MdkerasError(
+                "the model is not a linear map of the grid followed by dense layers: expected "
+                'a smoothmap energy model (evaluator="tensorflow" takes any).'
+            )
         kernel, self.stack, self.scale = parts
         n = descriptor.grid
         if kernel.shape[0] != n * n:
-            raise ValueError(f"the model's first layer takes {kernel.shape[0]} cells, not {n * n}")
+            raise MdkerasError(
+                f"the model's first layer takes {kernel.shape[0]} cells, not {n * n}."
+            )
         self.descriptor = descriptor
         self.n = n
         self.size = block(descriptor.sigma)
